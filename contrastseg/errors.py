@@ -1,0 +1,15 @@
+"""Exceptions whose message is shown to the user as a one-line error by the CLI."""
+
+from __future__ import annotations
+
+
+class ContrastSegError(Exception):
+    """Base class of errors caused by user input (config, data, weights) rather than by a bug."""
+
+
+class ConfigError(ContrastSegError, ValueError):
+    """A configuration value is missing, malformed or inconsistent; the message names the key."""
+
+
+class DataError(ContrastSegError, ValueError):
+    """A dataset on disk is missing, incomplete or holds unexpected values; the message names the file."""

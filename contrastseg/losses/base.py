@@ -1,0 +1,69 @@
+"""The loss-term contract: every term is an ``nn.Module`` the LightningModule owns, weights and sums.
+
+Terms are injected through :class:`~contrastseg.ContrastSegModule`'s constructor (chosen in YAML with
+``class_path``), so their parameters (e.g. contrastive projectors) are trained, checkpointed and optimised with
+the model. Before training the module calls :meth:`LossTerm.bind` once with the facts a term may need.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from contrastseg.models.segmentation import SegOutput
+
+__all__ = ["LossContext", "LossTerm", "TermOutput"]
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """Facts about the data and the model that a loss term may need to build itself.
+
+    Attributes:
+        num_classes: number of classes of the data module.
+        ignore_index: the label value that never contributes to a loss (255).
+        feature_channels: channels of each map in ``SegOutput.features``.
+        feature_strides: stride of each map in ``SegOutput.features``.
+    """
+
+    num_classes: int
+    ignore_index: int = 255
+    feature_channels: tuple[int, ...] = ()
+    feature_strides: tuple[int, ...] = ()
+
+
+@dataclass
+class TermOutput:
+    """A term's value and optional named sub-terms.
+
+    Attributes:
+        loss: the scalar the module multiplies by ``term.weight`` and adds to the objective.
+        logs: extra scalars logged as ``train/loss_<key>`` (e.g. one per scale); not added again.
+    """
+
+    loss: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class LossTerm(nn.Module):
+    """Base class of loss terms.
+
+    Args:
+        name: logged as ``train/loss_<name>``; unique within a module.
+        weight: multiplier of this term in the total objective.
+    """
+
+    def __init__(self, *, name: str, weight: float = 1.0) -> None:
+        super().__init__()
+        self.name = name
+        self.weight = float(weight)
+        self.ignore_index = 255
+
+    def bind(self, context: LossContext) -> None:
+        """Receive the data/model facts once, before training; override to build parameters or check options."""
+        self.ignore_index = context.ignore_index
+
+    def forward(self, output: SegOutput, target: Tensor) -> Tensor | TermOutput:  # pragma: no cover - abstract
+        """Compute the term from the model output and labels ``(B, H, W)`` (long, ``ignore_index`` = ignore)."""
+        raise NotImplementedError

@@ -1,0 +1,163 @@
+"""Encoders: timm ``features_only`` backbones behind one contract.
+
+An encoder maps an image ``(B, 3, H, W)`` to a list of feature maps, fine to coarse, and exposes ``channels`` and
+``strides`` (one entry per returned map). Stage ``i`` has spatial size ``ceil(H / strides[i])`` for every
+registered backbone. Channel numbers are read from timm's ``feature_info``, never typed by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastseg.errors import ConfigError
+
+__all__ = ["ENCODERS", "Encoder", "EncoderSpec", "list_encoders"]
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How a user-facing encoder name maps onto timm.
+
+    Attributes:
+        timm_name: the ``timm.create_model`` name.
+        out_indices: timm feature indices to return (fine to coarse).
+        kwargs: extra keyword arguments for ``timm.create_model``.
+        nhwc: the backbone returns channels-last maps that must be permuted to NCHW.
+        dilatable: ``output_stride`` 8/16 is supported (dilated ResNets).
+        pad_to: the input is zero-padded to a multiple of this (HRNet's fusion needs sizes divisible by 32) and
+            the features are cropped back to ``ceil(size / stride)``.
+    """
+
+    timm_name: str
+    out_indices: tuple[int, ...] = (1, 2, 3, 4)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    nhwc: bool = False
+    dilatable: bool = False
+    pad_to: int = 1
+
+
+def _resnet(timm_name: str) -> EncoderSpec:
+    return EncoderSpec(timm_name, dilatable=True)
+
+
+def _hrnet(timm_name: str) -> EncoderSpec:
+    # feature_location="" returns the raw high-resolution branches (e.g. 48/96/192/384 for W48), which is what
+    # HRNetV2 heads and the paper's contrastive terms use, instead of timm's "incre" classification neck.
+    return EncoderSpec(timm_name, kwargs={"feature_location": ""}, pad_to=32)
+
+
+def _swin(timm_name: str) -> EncoderSpec:
+    # strict_img_size=False lets one model take any crop or validation size; timm pads windows internally.
+    return EncoderSpec(timm_name, out_indices=(0, 1, 2, 3), kwargs={"strict_img_size": False}, nhwc=True)
+
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "resnet18": _resnet("resnet18"),
+    "resnet34": _resnet("resnet34"),
+    "resnet50": _resnet("resnet50"),
+    "resnet101": _resnet("resnet101"),
+    "resnet50d": _resnet("resnet50d"),  # deep stem (three 3x3 convs), as segmentation codebases use
+    "resnet101d": _resnet("resnet101d"),
+    "hrnet_w18_small": _hrnet("hrnet_w18_small"),
+    "hrnet_w18": _hrnet("hrnet_w18"),
+    "hrnet_w32": _hrnet("hrnet_w32"),
+    "hrnet_w48": _hrnet("hrnet_w48"),
+    "swin_tiny": _swin("swin_tiny_patch4_window7_224"),
+    "swin_small": _swin("swin_small_patch4_window7_224"),
+    "swin_base": _swin("swin_base_patch4_window12_384"),
+    "swin_large": _swin("swin_large_patch4_window12_384"),
+}
+
+
+def list_encoders() -> list[str]:
+    """Return the encoder names accepted by :class:`Encoder`, sorted."""
+    return sorted(ENCODERS)
+
+
+class Encoder(nn.Module):
+    """A timm backbone returning multi-stage NCHW features, fine to coarse.
+
+    Args:
+        name: a registered name (see :func:`list_encoders`), e.g. ``"resnet50"``, ``"hrnet_w48"``, ``"swin_tiny"``.
+        pretrained: load timm's pretrained weights (from the Hugging Face cache or the network).
+        checkpoint_path: load weights from this local file instead (a timm / torchvision state dict); timm's own
+            filters adapt it, so the original classification checkpoints work offline.
+        output_stride: 8, 16 or 32; dilates the last stages of ResNets (8 for DeepLabv3 / the paper's setups).
+        in_chans: number of input channels.
+        drop_path_rate: stochastic depth for transformer backbones (``None`` keeps timm's default).
+
+    Raises:
+        ConfigError: unknown name, unsupported output stride, or weights that cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet18",
+        *,
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        output_stride: int | None = None,
+        in_chans: int = 3,
+        drop_path_rate: float | None = None,
+    ) -> None:
+        super().__init__()
+        if name not in ENCODERS:
+            raise ConfigError(f"unknown encoder name {name!r}; known encoders: {', '.join(list_encoders())}")
+        spec = ENCODERS[name]
+        kwargs = dict(spec.kwargs)
+        if output_stride not in (None, 32):
+            if not spec.dilatable or output_stride not in (8, 16):
+                allowed = "8, 16 or 32" if spec.dilatable else "32 (not dilatable)"
+                raise ConfigError(f"encoder {name!r}: output_stride={output_stride} not supported; use {allowed}")
+            kwargs["output_stride"] = output_stride
+        if drop_path_rate is not None:
+            kwargs["drop_path_rate"] = drop_path_rate
+        if checkpoint_path is not None:
+            path = Path(checkpoint_path).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"encoder {name!r}: checkpoint_path {str(path)!r} does not exist")
+            # timm loads the file through the model's own checkpoint filter (e.g. Swin's bias-table resizing).
+            kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
+            pretrained = True
+        try:
+            self.backbone = timm.create_model(
+                spec.timm_name, pretrained=pretrained, features_only=True, out_indices=spec.out_indices,
+                in_chans=in_chans, **kwargs,
+            )
+        except (OSError, RuntimeError, ValueError) as err:  # hub offline, bad file, key mismatch
+            if not pretrained:
+                raise
+            source = f"file {checkpoint_path!r}" if checkpoint_path else "timm's pretrained weights"
+            raise ConfigError(
+                f"encoder {name!r} (timm {spec.timm_name!r}): could not load {source}: "
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Offline, download the "
+                f"weights on a connected machine (python -c \"import timm; timm.create_model('{spec.timm_name}', "
+                f"pretrained=True)\" fills ~/.cache/huggingface) or pass encoder.checkpoint_path"
+            ) from err
+        self.name = name
+        self.nhwc, self.pad_to = spec.nhwc, spec.pad_to
+        self.channels: tuple[int, ...] = tuple(self.backbone.feature_info.channels())
+        self.strides: tuple[int, ...] = tuple(self.backbone.feature_info.reduction())
+
+    def forward(self, image: Tensor) -> list[Tensor]:
+        """Return one feature map per stage: ``[(B, channels[i], ceil(H/strides[i]), ceil(W/strides[i]))]``."""
+        h, w = image.shape[-2:]
+        pad_h, pad_w = -h % self.pad_to, -w % self.pad_to
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h))  # (B, 3, H, W) -> (B, 3, H + pad_h, W + pad_w)
+        features = self.backbone(image)
+        if self.nhwc:
+            features = [f.permute(0, 3, 1, 2).contiguous() for f in features]  # (B, h, w, C) -> (B, C, h, w)
+        if pad_h or pad_w:
+            features = [f[..., : -(-h // s), : -(-w // s)] for f, s in zip(features, self.strides)]
+        return list(features)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, channels={self.channels}, strides={self.strides}"
+

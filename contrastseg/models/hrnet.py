@@ -1,0 +1,44 @@
+"""HRNetV2 segmentation head (Wang et al., 2020): fuse every stage at the finest resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["HRNetV2Head"]
+
+
+class HRNetV2Head(nn.Module):
+    """Upsample all stages to the finest, concatenate, 1x1 conv-BN-ReLU, 1x1 classifier.
+
+    Args:
+        in_channels: channels of each encoder stage, fine to coarse (read from the encoder).
+        num_classes: number of output classes.
+        channels: width of the fusion layer; ``None`` uses the sum of ``in_channels`` as HRNetV2 does
+            (720 for HRNet-W48).
+        dropout: dropout before the classifier.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], num_classes: int, *, channels: int | None = None, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        total = int(sum(in_channels))
+        width = total if channels is None else channels
+        self.fuse = nn.Sequential(
+            nn.Conv2d(total, width, kernel_size=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Conv2d(width, num_classes, kernel_size=1)
+
+    def forward(self, features: Sequence[Tensor]) -> Tensor:
+        """Map stage features to logits at the finest stage's resolution, ``(B, num_classes, h0, w0)``."""
+        size = features[0].shape[-2:]
+        upsampled = [features[0]] + [
+            F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]
+        ]
+        x = torch.cat(upsampled, dim=1)  # S x (B, C_s, h0, w0) -> (B, sum C_s, h0, w0)
+        return self.classifier(self.dropout(self.fuse(x)))

@@ -1,0 +1,70 @@
+"""Encoder + decoder = segmentation model; the output carries the multi-scale features for contrastive terms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastseg.models.encoders import Encoder
+from contrastseg.models.hrnet import HRNetV2Head
+
+__all__ = ["DecoderFactory", "SegOutput", "SegmentationModel"]
+
+DecoderFactory = Callable[[Sequence[int], int], nn.Module]
+"""A decoder class (or partial) called as ``decoder(in_channels, num_classes)``."""
+
+
+class SegOutput(NamedTuple):
+    """What a segmentation model returns.
+
+    Attributes:
+        logits: ``(B, num_classes, H, W)`` at the input image's size.
+        aux_logits: logits of an auxiliary head at the input size, or ``None``.
+        features: the multi-scale features handed to contrastive terms, fine to coarse, ``(B, C_s, H/s, W/s)``.
+    """
+
+    logits: Tensor
+    aux_logits: Tensor | None
+    features: list[Tensor]
+
+
+class SegmentationModel(nn.Module):
+    """An encoder and a decoder whose channel numbers come from the encoder.
+
+    Args:
+        num_classes: number of classes (linked from the data module by the CLI).
+        encoder: the backbone; must return a list of NCHW maps and expose ``channels`` and ``strides``.
+        decoder: a class or partial called as ``decoder(encoder.channels, num_classes)``.
+
+    Example:
+        >>> model = SegmentationModel(11, encoder=Encoder("resnet18"))
+        >>> out = model(torch.randn(2, 3, 64, 96))   # out.logits: (2, 11, 64, 96)
+    """
+
+    def __init__(
+        self, num_classes: int, *, encoder: Encoder | None = None, decoder: DecoderFactory = HRNetV2Head
+    ) -> None:
+        super().__init__()
+        self.encoder = Encoder("resnet18") if encoder is None else encoder
+        self.decoder = decoder(tuple(self.encoder.channels), num_classes)
+        self.num_classes = num_classes
+
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        """Channels of each map in :attr:`SegOutput.features`."""
+        return tuple(self.encoder.channels)
+
+    @property
+    def feature_strides(self) -> tuple[int, ...]:
+        """Stride of each map in :attr:`SegOutput.features` relative to the input."""
+        return tuple(self.encoder.strides)
+
+    def forward(self, image: Tensor) -> SegOutput:
+        """Segment ``image`` ``(B, 3, H, W)``; logits are bilinearly upsampled to ``(H, W)``."""
+        features = self.encoder(image)
+        logits = self.decoder(features)
+        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return SegOutput(logits=logits, aux_logits=None, features=features)

@@ -1,0 +1,221 @@
+"""ContrastSegModule: the LightningModule that owns a segmentation model, its loss terms and its metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from rich.console import Console
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from contrastseg.errors import ConfigError, DataError
+from contrastseg.evaluation.metrics import scores_from_confusion, scores_table
+from contrastseg.losses.base import LossContext, LossTerm, TermOutput
+from contrastseg.losses.cross_entropy import CrossEntropy
+from contrastseg.models.segmentation import SegOutput
+from contrastseg.optim import PolyLR
+
+__all__ = ["ContrastSegModule"]
+
+
+def _hparams_ignore(**objects: Any) -> list[str]:
+    """Constructor arguments not to save as hyperparameters.
+
+    Through the CLI, Lightning saves the given config (``class_path`` dicts), which ``load_from_checkpoint``
+    re-instantiates, so everything is kept. In plain Python, model and loss *instances* are not hyperparameters:
+    their weights are in the state dict.
+    """
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    if _given_hyperparameters.get() is not None:
+        return []
+    return [k for k, v in objects.items() if v is not None]
+
+
+class ContrastSegModule(LightningModule):
+    """Segmentation training with pluggable loss terms (cross-entropy, contrastive, ...).
+
+    The objective is ``sum(term.weight * term(output, mask))``; every term is logged as ``train/loss_<name>``
+    (and its sub-terms as ``train/loss_<key>``). Validation and test accumulate one confusion matrix over the
+    whole split (ignore pixels skipped) and log ``val/mIoU``, ``val/acc`` and ``val/IoU_<class name>``, then
+    print a per-class table.
+
+    Args:
+        net: the segmentation model, or a class/partial called as ``net(num_classes)`` that builds it (the CLI
+            form, so ``num_classes`` is linked from the data). It must return a
+            :class:`~contrastseg.models.SegOutput`.
+        num_classes: number of classes.
+        ignore_index: label value excluded from losses and metrics.
+        class_names: one name per class, used in logs and tables (``None``: ``class_0`` ...).
+        losses: loss terms (default: a single :class:`~contrastseg.losses.CrossEntropy`).
+        optimizer: called with the parameters (model and loss terms); default SGD(lr=0.01, momentum=0.9,
+            weight_decay=5e-4).
+        lr_scheduler: called with the optimizer; stepped every iteration (``scheduler_interval="step"``).
+            A :class:`~contrastseg.optim.PolyLR` without ``total_steps`` gets the trainer's step count.
+        scheduler_interval: ``"step"`` or ``"epoch"``.
+
+    Example:
+        >>> from contrastseg.models import Encoder, SegmentationModel
+        >>> module = ContrastSegModule(SegmentationModel(8, encoder=Encoder("resnet18")), num_classes=8)
+    """
+
+    def __init__(
+        self,
+        net: Callable[[int], nn.Module],
+        *,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_names: Sequence[str] | None = None,
+        losses: Sequence[LossTerm] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "step",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=_hparams_ignore(net=net, losses=losses, optimizer=optimizer,
+                                                         lr_scheduler=lr_scheduler))
+        if num_classes < 1:
+            raise ConfigError(f"model.num_classes must be >= 1, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes:
+            raise ConfigError(f"model.class_names has {len(class_names)} names but num_classes is {num_classes}")
+        if scheduler_interval not in ("step", "epoch"):
+            raise ConfigError(f"model.scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.class_names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(num_classes))
+        self._class_names_given = bool(class_names)
+        self.net = net if isinstance(net, nn.Module) else net(num_classes)
+        self.losses = nn.ModuleList(list(losses) if losses is not None else [CrossEntropy()])
+        names = [t.name for t in self.losses]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"model.losses: term names must be unique, got {names}")
+        context = LossContext(
+            num_classes=num_classes, ignore_index=ignore_index,
+            feature_channels=tuple(getattr(self.net, "feature_channels", ())),
+            feature_strides=tuple(getattr(self.net, "feature_strides", ())),
+        )
+        for term in self.losses:
+            term.bind(context)
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.scheduler_interval = scheduler_interval
+        self.confmats = nn.ModuleDict({
+            stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
+            for stage in ("val", "test")
+        })
+        self._checked_batches: set[tuple[str, int]] = set()
+
+    # ------------------------------------------------------------------ forward and loss
+
+    def forward(self, image: Tensor) -> SegOutput:
+        """Run the segmentation model on ``image`` ``(B, 3, H, W)``."""
+        return self.net(image)
+
+    def compute_loss(self, output: SegOutput, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted sum of the loss terms and a dict of every term and sub-term (unweighted) for logging."""
+        total = output.logits.new_zeros((), dtype=torch.float32)
+        logs: dict[str, Tensor] = {}
+        for term in self.losses:
+            result = term(output, mask)
+            result = result if isinstance(result, TermOutput) else TermOutput(loss=result)
+            total = total + term.weight * result.loss
+            logs[term.name] = result.loss.detach()
+            logs.update({k: v.detach() for k, v in result.logs.items()})
+        return total, logs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        output = self(batch["image"])
+        loss, logs = self.compute_loss(output, batch["mask"])
+        bs = batch["image"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/loss_{k}": v for k, v in logs.items()}, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
+        output = self(batch["image"])
+        loss, _ = self.compute_loss(output, batch["mask"])
+        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
+        self.confmats[stage].update(output.logits.argmax(dim=1), batch["mask"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Predicted class per pixel, ``(B, H, W)`` uint8 (int64 beyond 255 classes)."""
+        pred = self(batch["image"]).logits.argmax(dim=1)
+        return pred.to(torch.uint8) if self.num_classes <= 255 else pred
+
+    # ------------------------------------------------------------------ metrics
+
+    def _end_eval_epoch(self, stage: str) -> None:
+        confmat = self.confmats[stage]
+        scores = scores_from_confusion(confmat.compute())
+        confmat.reset()
+        self.log(f"{stage}/mIoU", scores.miou, sync_dist=False)  # the matrix is already summed over processes
+        self.log(f"{stage}/acc", scores.acc, sync_dist=False)
+        for name, iou in zip(self.class_names, scores.iou.tolist()):
+            if iou == iou:  # skip classes absent from labels and predictions (NaN)
+                self.log(f"{stage}/IoU_{name}", iou, sync_dist=False)
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            title = f"{stage}, epoch {self.current_epoch}, step {self.global_step}"
+            Console().print(scores_table(scores, self.class_names, title=title))
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_eval_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_eval_epoch("test")
+
+    def setup(self, stage: str) -> None:
+        # In plain Python the data module's class names are adopted when none were given (the CLI links them).
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
+        if not self._class_names_given and names is not None and len(names) == self.num_classes:
+            self.class_names = tuple(names)
+
+    def on_train_epoch_start(self) -> None:
+        self._checked_batches.clear()
+
+    def on_validation_epoch_start(self) -> None:
+        self._checked_batches.clear()
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Check the first batch of each loader per epoch on the host (no GPU sync); datasets check every item.
+        key = (str(self.trainer.state.stage) if self._trainer is not None else "", dataloader_idx)
+        if isinstance(batch, dict) and "mask" in batch and key not in self._checked_batches:
+            self._checked_batches.add(key)
+            self._check_labels(batch)
+        return batch
+
+    def _check_labels(self, batch: dict[str, Any]) -> None:
+        mask = batch["mask"]
+        bad = ((mask >= self.num_classes) | (mask < 0)) & (mask != self.ignore_index)
+        if bool(bad.any()):
+            value = int(mask[bad][0])
+            where = ""
+            if "name" in batch:
+                image_idx = int(bad.flatten(1).any(dim=1).nonzero()[0]) if mask.dim() == 3 else 0
+                where = f" in {batch['name'][image_idx]}"
+            raise DataError(
+                f"label value {value}{where} is outside 0..{self.num_classes - 1} (ignore {self.ignore_index}): "
+                f"num_classes={self.num_classes} disagrees with the labels"
+            )
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        else:
+            optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        if isinstance(scheduler, PolyLR) and scheduler.total_steps is None:
+            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from contrastseg.data import FolderDataModule, FolderDataset
+from contrastseg.errors import DataError
+
+
+def _write(root: Path, split: str, stems: list[str], *, label_value: int = 1) -> None:
+    (root / split).mkdir(parents=True, exist_ok=True)
+    (root / f"{split}annot").mkdir(parents=True, exist_ok=True)
+    for stem in stems:
+        cv2.imwrite(str(root / split / f"{stem}.png"), np.full((20, 30, 3), 100, np.uint8))
+        mask = np.zeros((20, 30), np.uint8)
+        mask[5:10, 5:10] = label_value
+        cv2.imwrite(str(root / f"{split}annot" / f"{stem}.png"), mask)
+
+
+def test_reads_pairs_and_applies_label_map(tmp_path: Path) -> None:
+    _write(tmp_path, "train", ["a", "b"], label_value=11)
+    ds = FolderDataset(tmp_path, "train", num_classes=3, label_map={11: 255})
+    item = ds[0]
+    assert item["image"].shape == (3, 20, 30)
+    assert set(item["mask"].unique().tolist()) == {0, 255}
+
+
+def test_missing_root_names_layout(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist; expected .*/train/ and .*/trainannot/"):
+        FolderDataModule(root=str(tmp_path / "nowhere"), num_classes=3)
+
+
+def test_missing_folder_names_first_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError, match=f"missing folder {tmp_path}/trainannot; expected layout"):
+        FolderDataset(tmp_path, "train", num_classes=3)
+
+
+def test_missing_label_is_named(tmp_path: Path) -> None:
+    _write(tmp_path, "train", ["a", "b"])
+    (tmp_path / "trainannot" / "b.png").unlink()
+    with pytest.raises(DataError, match="b.png"):
+        FolderDataset(tmp_path, "train", num_classes=3)
+
+
+def test_corrupt_image_is_named(tmp_path: Path) -> None:
+    _write(tmp_path, "train", ["a"])
+    (tmp_path / "train" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="cannot decode image .*a.png"):
+        FolderDataset(tmp_path, "train", num_classes=3)[0]
+
+
+def test_label_outside_classes_names_value_and_file(tmp_path: Path) -> None:
+    _write(tmp_path, "train", ["a"], label_value=7)
+    with pytest.raises(DataError, match="label value 7 in .*trainannot/a.png is outside 0..2"):
+        FolderDataset(tmp_path, "train", num_classes=3)[0]
+
+
+def test_camvid_layout(camvid_root: Path) -> None:
+    ds = FolderDataset(camvid_root, "val", num_classes=11, label_map={11: 255})
+    assert len(ds) == 101
+    item = ds[0]
+    assert item["image"].shape == (3, 360, 480)
+    values = set(item["mask"].unique().tolist())
+    assert values <= set(range(11)) | {255}
+
+
+def test_camvid_train_crops(camvid_root: Path) -> None:
+    dm = FolderDataModule(root=str(camvid_root), num_classes=11, label_map={11: 255}, crop_size=(128, 160),
+                          batch_size=2, num_workers=0)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, 128, 160) and batch["mask"].shape == (2, 128, 160)

@@ -1,0 +1,67 @@
+import math
+
+import pytest
+import timm
+import torch
+
+from contrastseg.errors import ConfigError
+from contrastseg.models import ENCODERS, Encoder, list_encoders
+
+# Non-square and not a multiple of 32, so ceil(H / s) and padding inside the backbones are exercised.
+H, W = 72, 104
+
+
+@pytest.mark.parametrize("name", list_encoders())
+def test_encoder_contract(name: str) -> None:
+    enc = Encoder(name).eval()
+    assert len(enc.channels) == len(enc.strides) >= 4
+    assert list(enc.strides) == sorted(enc.strides), "stages must go fine to coarse"
+    with torch.no_grad():
+        feats = enc(torch.randn(2, 3, H, W))
+    assert len(feats) == len(enc.channels)
+    for f, c, s in zip(feats, enc.channels, enc.strides):
+        assert f.shape == (2, c, math.ceil(H / s), math.ceil(W / s)), (name, f.shape, c, s)
+
+
+def test_hrnet_returns_raw_branches() -> None:
+    assert Encoder("hrnet_w48").channels == (48, 96, 192, 384)
+    assert Encoder("hrnet_w18_small").strides == (4, 8, 16, 32)
+
+
+@pytest.mark.parametrize("output_stride,strides", [(8, (4, 8, 8, 8)), (16, (4, 8, 16, 16)), (32, (4, 8, 16, 32))])
+def test_resnet_output_stride(output_stride: int, strides: tuple[int, ...]) -> None:
+    enc = Encoder("resnet18", output_stride=output_stride)
+    assert enc.strides == strides
+    feats = enc(torch.randn(1, 3, 64, 96))
+    assert [f.shape[-2:] for f in feats] == [torch.Size((64 // s, 96 // s)) for s in strides]
+
+
+def test_unknown_name_lists_known() -> None:
+    with pytest.raises(ConfigError, match="unknown encoder name 'resnet1000'.*hrnet_w48.*swin_tiny"):
+        Encoder("resnet1000")
+
+
+def test_output_stride_not_supported() -> None:
+    with pytest.raises(ConfigError, match="output_stride=8"):
+        Encoder("swin_tiny", output_stride=8)
+
+
+def test_checkpoint_path_loads_local_weights(tmp_path) -> None:
+    source = timm.create_model(ENCODERS["resnet18"].timm_name, pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    enc = Encoder("resnet18", checkpoint_path=str(path))
+    torch.testing.assert_close(enc.backbone.conv1.weight, source.conv1.weight)
+    torch.testing.assert_close(enc.backbone.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+def test_missing_checkpoint_path(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        Encoder("resnet18", checkpoint_path=str(tmp_path / "nope.pth"))
+
+
+def test_pretrained_offline_gives_clear_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: the weights are not on disk
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="could not load timm's pretrained weights.*checkpoint_path"):
+        Encoder("resnet18", pretrained=True)

@@ -1,0 +1,109 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from contrastseg.cli import expand_configs, main
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if not p.name.startswith("_"))
+ENTRY = Path(sys.executable).with_name("contrastseg")  # the installed console script
+
+
+def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([str(ENTRY), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_every_experiment_parses(config: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["model"]["net"]["class_path"]
+    assert resolved["data"]["class_path"]
+    assert "extends" not in resolved
+
+
+def test_extends_chain_and_later_files_win(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("trainer: {max_epochs: 3}\nmodel: {scheduler_interval: epoch}\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\ntrainer: {max_epochs: 5}\n")
+    (tmp_path / "top.yaml").write_text("extends: [mid.yaml]\n")
+    args = expand_configs(["fit", "--config", str(tmp_path / "top.yaml"), "--trainer.max_epochs=9"])
+    assert args[0] == "fit" and args[-1] == "--trainer.max_epochs=9"
+    configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
+    assert configs[0].endswith("base.yaml") and yaml.safe_load(configs[1]) == {"trainer": {"max_epochs": 5}}
+    assert len(configs) == 2  # top.yaml holds nothing but 'extends'
+
+
+def test_extends_cycle_and_missing_file(tmp_path: Path, capsys) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    for name, message in (("a.yaml", "cycle"), ("c.yaml", "missing.yaml does not exist")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(tmp_path / name)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+
+
+def _one_line_error(*args: str) -> str:
+    result = _run(*args)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    return result.stderr
+
+
+QUICK = ["fit", "--config", str(REPO / "experiments" / "quickstart.yaml")]
+
+
+def test_unknown_encoder_is_one_line_error() -> None:
+    err = _one_line_error(*QUICK, "--model.net.init_args.encoder.name=resnet1000")
+    assert "unknown encoder name 'resnet1000'; known encoders:" in err and "hrnet_w48" in err
+
+
+def test_malformed_key_is_named() -> None:
+    err = _one_line_error(*QUICK, "--trainer.max_epochs=lots")
+    assert "max_epochs" in err
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {REPO / 'experiments' / 'quickstart.yaml'}\nmodel:\n  learning_rate: 3\n")
+    err = _one_line_error("fit", "--config", str(bad))
+    assert "learning_rate" in err
+
+
+def test_missing_data_root_is_one_line_error(tmp_path: Path) -> None:
+    err = _one_line_error(*QUICK, "--data=contrastseg.data.FolderDataModule",
+                          f"--data.root={tmp_path / 'nowhere'}", "--data.num_classes=3")
+    assert f"data root '{tmp_path / 'nowhere'}' does not exist" in err
+
+
+def test_num_classes_disagreeing_with_labels(tmp_path: Path, camvid_root: Path) -> None:
+    err = _one_line_error(*QUICK, "--data=contrastseg.data.FolderDataModule", f"--data.root={camvid_root}",
+                          "--data.num_classes=5", "--data.label_map={11: 255}", "--data.num_workers=0",
+                          "--trainer.fast_dev_run=1")
+    assert "label value" in err and "outside 0..4" in err and "annot/" in err
+
+
+def test_quickstart_fast_dev_run_through_entry_point(tmp_path: Path) -> None:
+    result = _run(*QUICK, "--trainer.fast_dev_run=2", "--data.init_args.num_workers=0",
+                  f"--trainer.default_root_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mIoU" in result.stdout  # the per-class table is printed
+    assert "sign" in result.stdout
+
+
+def test_fit_saves_best_and_last_checkpoints(tmp_path: Path) -> None:
+    result = _run(*QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+                  "--trainer.limit_val_batches=1", "--data.init_args.num_workers=0",
+                  f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpts = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts), ckpts
