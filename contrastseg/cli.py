@@ -7,7 +7,9 @@ short diffs over ``experiments/_defaults.yaml``.
 
 from __future__ import annotations
 
+import re
 import sys
+from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.module import ContrastSegModule
 
 __all__ = ["ContrastSegCLI", "expand_configs", "main"]
+
+_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class ContrastSegCLI(LightningCLI):
@@ -79,6 +83,34 @@ def _one_line(err: BaseException) -> str:
     return text[len(prefix):] if text.startswith(prefix) else text
 
 
+def _condense(message: str) -> str:
+    """jsonargparse's nested, multi-line type errors as one line: the full key and the innermost reason."""
+    text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", message).replace("NoneType", "None")
+    lines = [ln.strip().removeprefix("- ").strip() for ln in text.splitlines() if ln.strip()]
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    if not keys:
+        return " ".join(lines)
+    structural = ("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value type:", "Given value:",
+                  "Problem with given class_path", "Expected a None")
+    reasons = list(dict.fromkeys(ln for ln in lines if not ln.startswith(structural))) or ["invalid value"]
+    reason = "; ".join(reasons)
+    given = next((ln[len("Given value: "):] for ln in lines if ln.startswith("Given value:")), "")
+    if "Got value" not in reason and given and len(given) < 80:
+        reason += f". Got value: {given}"
+    return f'key "{".".join(keys)}": {reason}'
+
+
+def _find_user_error(err: BaseException) -> ContrastSegError | None:
+    """The :class:`ContrastSegError` in ``err``'s cause chain (jsonargparse wraps constructor errors)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ContrastSegError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__  # type: ignore[assignment]
+    return None
+
+
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``contrastseg`` console script (``fit``, ``validate``, ``test``, ``predict``)."""
     argv = list(sys.argv[1:] if args is None else args)
@@ -87,9 +119,17 @@ def main(args: Sequence[str] | None = None) -> None:
         ContrastSegCLI(
             ContrastSegModule, SegmentationDataModule, subclass_mode_data=True, args=expand_configs(argv),
             save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
+            parser_kwargs={"exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},
         )
-    except ContrastSegError as err:
-        print(f"contrastseg: error: {_one_line(err)}", file=sys.stderr)
+    except ArgumentError as err:  # a config/CLI key is unknown, missing or malformed
+        print(f"contrastseg: error: {_condense(str(err))}\n(see: contrastseg {' '.join(argv[:1])} --help)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception as err:  # noqa: BLE001 - re-raised unless it is (or wraps) a user-input error
+        user_error = _find_user_error(err)
+        if user_error is None:
+            raise
+        print(f"contrastseg: error: {_one_line(user_error)}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         sys.argv = prog

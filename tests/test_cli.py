@@ -69,7 +69,14 @@ def test_unknown_encoder_is_one_line_error() -> None:
 
 def test_malformed_key_is_named() -> None:
     err = _one_line_error(*QUICK, "--trainer.max_epochs=lots")
-    assert "max_epochs" in err
+    assert 'key "trainer.max_epochs": Expected a int. Got value: lots' in err
+    err = _one_line_error(*QUICK, "--data.init_args.batch_size=x")
+    assert 'key "data.batch_size"' in err
+
+
+def test_missing_required_key_is_named(tmp_path: Path) -> None:
+    err = _one_line_error(*QUICK, "--data=contrastseg.data.FolderDataModule", f"--data.root={tmp_path}")
+    assert "num_classes" in err
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
