@@ -118,6 +118,8 @@ class ContrastSegModule(LightningModule):
         total = output.logits.new_zeros((), dtype=torch.float32)
         logs: dict[str, Tensor] = {}
         for term in self.losses:
+            if term.train_only and not self.training:
+                continue
             result = term(output, mask)
             result = result if isinstance(result, TermOutput) else TermOutput(loss=result)
             total = total + term.weight * result.loss

@@ -54,6 +54,9 @@ class LossTerm(nn.Module):
         weight: multiplier of this term in the total objective.
     """
 
+    train_only: bool = False
+    """Skip this term in validation/test (e.g. contrastive terms, whose value on eval data is not informative)."""
+
     def __init__(self, *, name: str, weight: float = 1.0) -> None:
         super().__init__()
         self.name = name
