@@ -105,7 +105,6 @@ class ContrastSegModule(LightningModule):
             stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
             for stage in ("val", "test")
         })
-        self._checked_batches: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ forward and loss
 
@@ -179,21 +178,22 @@ class ContrastSegModule(LightningModule):
         if not self._class_names_given and names is not None and len(names) == self.num_classes:
             self.class_names = tuple(names)
 
-    def on_train_epoch_start(self) -> None:
-        self._checked_batches.clear()
-
-    def on_validation_epoch_start(self) -> None:
-        self._checked_batches.clear()
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # Check the first batch of each loader per epoch on the host (no GPU sync); datasets check every item.
-        key = (str(self.trainer.state.stage) if self._trainer is not None else "", dataloader_idx)
-        if isinstance(batch, dict) and "mask" in batch and key not in self._checked_batches:
-            self._checked_batches.add(key)
+    # The first batch of every loader and epoch is checked (one host sync per epoch); datasets check every item.
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
             self._check_labels(batch)
-        return batch
 
-    def _check_labels(self, batch: dict[str, Any]) -> None:
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0:
+            self._check_labels(batch)
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0:
+            self._check_labels(batch)
+
+    def _check_labels(self, batch: Any) -> None:
+        if not isinstance(batch, dict) or "mask" not in batch:
+            return
         mask = batch["mask"]
         bad = ((mask >= self.num_classes) | (mask < 0)) & (mask != self.ignore_index)
         if bool(bad.any()):

@@ -1,3 +1,5 @@
+import csv
+import math
 import os
 import subprocess
 import sys
@@ -107,10 +109,21 @@ def test_quickstart_fast_dev_run_through_entry_point(tmp_path: Path) -> None:
     assert "sign" in result.stdout
 
 
-def test_fit_saves_best_and_last_checkpoints(tmp_path: Path) -> None:
-    result = _run(*QUICK, "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-                  "--trainer.limit_val_batches=1", "--data.init_args.num_workers=0",
+def test_contrastive_fit_logs_every_term_and_saves_checkpoints(tmp_path: Path) -> None:
+    result = _run("fit", "--config", str(REPO / "experiments" / "quickstart_contrastive.yaml"),
+                  "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.limit_val_batches=1",
+                  "--trainer.log_every_n_steps=1", "--data.init_args.num_workers=0",
                   f"--trainer.logger.init_args.save_dir={tmp_path}")
     assert result.returncode == 0, result.stderr[-3000:]
     ckpts = sorted(p.name for p in tmp_path.rglob("*.ckpt"))
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts), ckpts
+    rows = list(csv.DictReader(next(tmp_path.rglob("metrics.csv")).open()))
+    terms = ["train/loss", "train/loss_ce", "train/loss_contrast", "train/loss_ms", "train/loss_cs",
+             "train/loss_ms_s4", "train/loss_ms_s8", "train/loss_ms_s16", "train/loss_ms_s32",
+             "train/loss_cs_4_32", "train/loss_cs_4_16"]
+    logged = [r for r in rows if r.get("train/loss")]
+    assert len(logged) == 3
+    for row in logged:
+        for key in terms:
+            assert math.isfinite(float(row[key])), (key, row[key])
+    assert float(logged[0]["train/loss_ms_s4"]) > 0

@@ -25,7 +25,7 @@ from torch import Tensor
 
 __all__ = ["supervised_infonce"]
 
-_BLOCK_ELEMENTS = 1 << 24  # similarity entries per row block (64 MiB of float32 per temporary)
+_BLOCK_ELEMENTS = 1 << 23  # similarity entries per row block (32 MiB of float32 per temporary)
 
 
 def _block_terms(
@@ -115,7 +115,9 @@ def supervised_infonce(
         z_rows = F.normalize(anchors.float(), dim=1)
         z_cols = z_rows if contrast is None else F.normalize(contrast.float(), dim=1)
         y_cols = labels if contrast_labels is None else contrast_labels
-        zero = anchors.float().sum() * 0.0 + (0.0 if contrast is None else contrast.float().sum() * 0.0)
+        zero = anchors.reshape(-1)[:0].float().sum()  # graph-connected exact 0
+        if contrast is not None:
+            zero = zero + contrast.reshape(-1)[:0].float().sum()
         if z_rows.shape[0] == 0 or z_cols.shape[0] == 0:
             return zero
         block = max(1, min(z_rows.shape[0], block_elements // max(1, z_cols.shape[0])))

@@ -130,7 +130,9 @@ class MultiScaleContrastiveLoss(nn.Module):
             else:
                 index, anchor_labels = sample_anchor_indices(labels_s, generator=generator, **self.sampling)
                 anchors[s] = (gather_pixels(emb, index), anchor_labels)
-        zero = sum(e.sum() * 0.0 for e in embeddings)  # keeps unused scales connected to the graph
+        # An exact 0 that keeps every scale in the graph (zero gradients, so DDP sees every parameter used);
+        # summing an empty slice cannot pick up NaN/inf from pixels the loss never reads.
+        zero = sum(e.reshape(-1)[:0].float().sum() for e in embeddings)
         per_scale = [
             supervised_infonce(*anchors[s], temperature=self.temperature) if s in anchors and w != 0 else zero
             for s, w in enumerate(self.scale_weights)

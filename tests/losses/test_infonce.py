@@ -1,0 +1,76 @@
+import math
+
+import pytest
+import torch
+
+from contrastseg.losses import supervised_infonce
+
+from .reference import infonce_dense, infonce_loops
+
+
+def _check(anchors, labels, contrast=None, contrast_labels=None, **kw):
+    inputs = [anchors] + ([contrast] if contrast is not None else [])
+    loss = supervised_infonce(anchors, labels, contrast, contrast_labels, **kw)
+    ref = infonce_loops(anchors, labels, contrast, contrast_labels, temperature=kw.get("temperature", 0.1))
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(loss, inputs)
+    ref_grads = torch.autograd.grad(ref, inputs)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g.double(), r.double(), rtol=1e-4, atol=1e-6)
+    return loss
+
+
+@pytest.mark.parametrize("classes", [2, 7, 40])
+@pytest.mark.parametrize("block_elements", [1 << 24, 97])  # one block, and many ragged blocks
+def test_per_scale_matches_equation(classes: int, block_elements: int) -> None:
+    anchors = torch.randn(48, 16, requires_grad=True)
+    labels = torch.randint(0, classes, (48,))
+    _check(anchors, labels, block_elements=block_elements)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+@pytest.mark.parametrize("block_elements", [1 << 24, 50])
+def test_cross_scale_matches_equation(temperature: float, block_elements: int) -> None:
+    anchors = torch.randn(30, 8, requires_grad=True)
+    contrast = torch.randn(21, 8, requires_grad=True)
+    labels = torch.randint(0, 5, (30,))
+    contrast_labels = torch.randint(1, 6, (21,))  # class 0 has no positive in the contrast set
+    _check(anchors, labels, contrast, contrast_labels, temperature=temperature, block_elements=block_elements)
+
+
+def test_matches_dense_vectorised_form() -> None:
+    anchors, labels = torch.randn(200, 32), torch.randint(0, 9, (200,))
+    torch.testing.assert_close(supervised_infonce(anchors, labels), infonce_dense(anchors, labels), rtol=1e-5, atol=1e-5)
+
+
+def test_extreme_similarities_are_finite() -> None:
+    # Tiny temperature: logits of +-1e4 overflow a naive exp; the log-sum-exp form stays finite.
+    anchors = torch.randn(20, 4, requires_grad=True)
+    loss = supervised_infonce(anchors, torch.randint(0, 3, (20,)), temperature=1e-4)
+    (g,) = torch.autograd.grad(loss, anchors)
+    assert math.isfinite(loss.item()) and torch.isfinite(g).all()
+
+
+@pytest.mark.parametrize("case", ["one_class", "no_anchors", "no_contrast", "single_anchor"])
+def test_degenerate_inputs_give_connected_zero(case: str) -> None:
+    anchors = torch.randn(10 if case != "single_anchor" else 1, 4, requires_grad=True)
+    labels = torch.zeros(len(anchors), dtype=torch.long)
+    if case == "no_anchors":
+        anchors = torch.randn(0, 4, requires_grad=True)
+        labels = labels[:0]
+    args = (anchors, labels)
+    if case == "no_contrast":
+        args += (torch.randn(0, 4), torch.zeros(0, dtype=torch.long))
+    loss = supervised_infonce(*args)
+    assert loss.item() == 0.0
+    (g,) = torch.autograd.grad(loss, anchors)
+    assert g.shape == anchors.shape and torch.count_nonzero(g) == 0
+
+
+def test_bf16_autocast_computes_in_float32() -> None:
+    anchors, labels = torch.randn(64, 16), torch.randint(0, 4, (64,))
+    ref = supervised_infonce(anchors, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = supervised_infonce(anchors.bfloat16(), labels)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, rtol=2e-2, atol=2e-2)
