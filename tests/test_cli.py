@@ -127,3 +127,9 @@ def test_contrastive_fit_logs_every_term_and_saves_checkpoints(tmp_path: Path) -
         for key in terms:
             assert math.isfinite(float(row[key])), (key, row[key])
     assert float(logged[0]["train/loss_ms_s4"]) > 0
+    # A CLI checkpoint reloads in plain Python (notebooks) with its config: model, terms and class names.
+    from contrastseg import ContrastSegModule
+
+    module = ContrastSegModule.load_from_checkpoint(next(tmp_path.rglob("last.ckpt")), map_location="cpu")
+    assert module.class_names[0] == "sky" and [t.name for t in module.losses] == ["ce", "contrast"]
+    assert len(module.losses[1].projectors) == 4
