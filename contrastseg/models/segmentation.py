@@ -8,8 +8,10 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastseg.errors import ConfigError
 from contrastseg.models.encoders import Encoder
 from contrastseg.models.hrnet import HRNetV2Head
+from contrastseg.models.layers import DecoderOutput
 
 __all__ = ["DecoderFactory", "SegOutput", "SegmentationModel"]
 
@@ -37,7 +39,10 @@ class SegmentationModel(nn.Module):
     Args:
         num_classes: number of classes (linked from the data module by the CLI).
         encoder: the backbone; must return a list of NCHW maps and expose ``channels`` and ``strides``.
-        decoder: a class or partial called as ``decoder(encoder.channels, num_classes)``.
+        decoder: a class or partial called as ``decoder(encoder.channels, num_classes)``; returns logits or a
+            :class:`~contrastseg.models.layers.DecoderOutput` (logits, auxiliary logits, decoder features).
+        contrast_features: ``"encoder"`` hands the encoder stages to contrastive terms (the paper's default);
+            ``"decoder"`` hands the decoder's feature maps (UPerNet's FPN outputs, the paper's ADE20K choice).
 
     Example:
         >>> model = SegmentationModel(11, encoder=Encoder("resnet18"))
@@ -45,26 +50,40 @@ class SegmentationModel(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, *, encoder: Encoder | None = None, decoder: DecoderFactory = HRNetV2Head
+        self, num_classes: int, *, encoder: Encoder | None = None, decoder: DecoderFactory = HRNetV2Head,
+        contrast_features: str = "encoder",
     ) -> None:
         super().__init__()
         self.encoder = Encoder("resnet18") if encoder is None else encoder
         self.decoder = decoder(tuple(self.encoder.channels), num_classes)
         self.num_classes = num_classes
+        if contrast_features not in ("encoder", "decoder"):
+            raise ConfigError(f"contrast_features must be 'encoder' or 'decoder', got {contrast_features!r}")
+        if contrast_features == "decoder" and not hasattr(self.decoder, "feature_channels"):
+            raise ConfigError(f"contrast_features='decoder' needs a decoder with feature maps (UPerNetHead); "
+                              f"{type(self.decoder).__name__} has none")
+        self.contrast_features = contrast_features
 
     @property
     def feature_channels(self) -> tuple[int, ...]:
         """Channels of each map in :attr:`SegOutput.features`."""
+        if self.contrast_features == "decoder":
+            return tuple(self.decoder.feature_channels)
         return tuple(self.encoder.channels)
 
     @property
     def feature_strides(self) -> tuple[int, ...]:
-        """Stride of each map in :attr:`SegOutput.features` relative to the input."""
+        """Stride of each map in :attr:`SegOutput.features` relative to the input (FPN maps keep the encoder's)."""
         return tuple(self.encoder.strides)
 
     def forward(self, image: Tensor) -> SegOutput:
-        """Segment ``image`` ``(B, 3, H, W)``; logits are bilinearly upsampled to ``(H, W)``."""
+        """Segment ``image`` ``(B, 3, H, W)``; logits (and auxiliary logits) are bilinearly upsampled to ``(H, W)``."""
         features = self.encoder(image)
-        logits = self.decoder(features)
-        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return SegOutput(logits=logits, aux_logits=None, features=features)
+        out = self.decoder(features)
+        out = out if isinstance(out, DecoderOutput) else DecoderOutput(out)
+        size = image.shape[-2:]
+        logits = F.interpolate(out.logits, size=size, mode="bilinear", align_corners=False)
+        aux = None if out.aux_logits is None else F.interpolate(out.aux_logits, size=size, mode="bilinear",
+                                                                   align_corners=False)
+        contrast = features if self.contrast_features == "encoder" else list(out.features or [])
+        return SegOutput(logits=logits, aux_logits=aux, features=contrast)
