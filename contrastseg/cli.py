@@ -114,6 +114,10 @@ def _find_user_error(err: BaseException) -> ContrastSegError | None:
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of the ``contrastseg`` console script (``fit``, ``validate``, ``test``, ``predict``)."""
     argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] == ["check-data"]:
+        from contrastseg.data.check import main as check_main
+
+        raise SystemExit(check_main(argv[1:]))
     prog, sys.argv = sys.argv, sys.argv[:1]  # the expanded arguments replace the command line, not add to it
     try:
         ContrastSegCLI(

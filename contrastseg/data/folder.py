@@ -4,50 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
-from torch.utils.data import Dataset
 
-from contrastseg.data.base import SegmentationDataModule, check_mask_values
-from contrastseg.data.transforms import Transform, to_tensors, train_transform
+from contrastseg.data.base import SegmentationDataModule
+from contrastseg.data.dataset import SegmentationDataset, build_lut, default_palette, require_dir
+from contrastseg.data.transforms import Transform, train_transform
 from contrastseg.errors import DataError
 
-__all__ = ["FolderDataModule", "FolderDataset", "read_image", "read_mask"]
+__all__ = ["FolderDataModule", "FolderDataset"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB with OpenCV; :class:`DataError` names a corrupt file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"cannot decode image {path} (missing, corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Decode a label PNG to ``(H, W)`` integers; a colour (RGB) label map is an error naming the file."""
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise DataError(f"cannot decode label {path} (missing, corrupt or not an image)")
-    if mask.ndim != 2:
-        raise DataError(f"label {path} has shape {mask.shape}; expected a single-channel map of class indices")
-    return mask
-
-
-def build_lut(label_map: Mapping[int, int] | None, max_value: int = 65536) -> np.ndarray | None:
-    """A lookup table ``raw -> train id`` (identity where unmapped), applied once per mask with ``lut[mask]``."""
-    if not label_map:
-        return None
-    lut = np.arange(max_value, dtype=np.int64)
-    for raw, train in label_map.items():
-        lut[int(raw)] = int(train)
-    return lut
-
-
-class FolderDataset(Dataset):
+class FolderDataset(SegmentationDataset):
     """Pairs ``root/<image_dir>/<stem>.<jpg|png|...>`` with ``root/<mask_dir>/<stem><mask_suffix>``.
 
     Args:
@@ -58,7 +28,7 @@ class FolderDataset(Dataset):
         mask_dir: label folder pattern relative to ``root``.
         mask_suffix: label file ending.
         label_map: raw label value -> training id (e.g. ``{11: 255}`` for CamVid's "unlabelled").
-        ignore_index: the ignore value.
+        class_names: one name per class (``None``: ``class_0`` ...).
         transform: albumentations-style transform applied before normalisation.
 
     Raises:
@@ -67,45 +37,27 @@ class FolderDataset(Dataset):
     """
 
     def __init__(
-        self, root: str | Path, split: str = "train", *, num_classes: int, image_dir: str = "{split}",
-        mask_dir: str = "{split}annot", mask_suffix: str = ".png", label_map: Mapping[int, int] | None = None,
-        ignore_index: int = 255, transform: Transform | None = None,
+        self, root: str | Path, split: str = "train", transform: Transform | None = None, *, num_classes: int,
+        image_dir: str = "{split}", mask_dir: str = "{split}annot", mask_suffix: str = ".png",
+        label_map: Mapping[int, int] | None = None, class_names: Sequence[str] | None = None,
     ) -> None:
-        self.root = Path(root).expanduser()
-        self.split, self.num_classes, self.ignore_index, self.transform = split, num_classes, ignore_index, transform
-        image_folder = self.root / image_dir.format(split=split)
-        mask_folder = self.root / mask_dir.format(split=split)
-        layout = (f"expected layout: {self.root}/{image_dir.format(split=split)}/<stem>.jpg|png and "
-                  f"{self.root}/{mask_dir.format(split=split)}/<stem>{mask_suffix}")
-        for folder in (self.root, image_folder, mask_folder):
-            if not folder.is_dir():
-                raise DataError(f"missing folder {folder}; {layout}")
-        self.images = sorted(p for p in image_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not self.images:
-            raise DataError(f"no images in {image_folder}; {layout}")
-        self.masks = [mask_folder / f"{p.stem}{mask_suffix}" for p in self.images]
-        for image, mask in zip(self.images, self.masks):
-            if not mask.is_file():
-                raise DataError(f"image {image} has no label: missing {mask}; {layout}")
-        self.lut = build_lut(label_map)
+        self.num_classes = num_classes  # type: ignore[misc]
+        self.class_names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(num_classes))  # type: ignore[misc]
+        self.palette = default_palette(num_classes)  # type: ignore[misc]
+        self.image_dir, self.mask_dir, self.mask_suffix, self.label_map = image_dir, mask_dir, mask_suffix, label_map
+        self.splits = (split,)  # type: ignore[misc]
+        self.layout = (f"{root}/{image_dir.format(split=split)}/<stem>.jpg|png and "  # type: ignore[misc]
+                       f"{root}/{mask_dir.format(split=split)}/<stem>{mask_suffix}")
+        super().__init__(root, split, transform)
 
-    def __len__(self) -> int:
-        return len(self.images)
+    def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:
+        image_folder = require_dir(root / self.image_dir.format(split=split), self.layout)
+        mask_folder = require_dir(root / self.mask_dir.format(split=split), self.layout)
+        images = sorted(p for p in image_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return self.match_labels(images, lambda p: mask_folder / f"{p.stem}{self.mask_suffix}", self.layout)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, mask = read_image(self.images[index]), read_mask(self.masks[index])
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"label {self.masks[index]} is {mask.shape} but image {self.images[index]} is "
-                            f"{image.shape[:2]}")
-        if self.lut is not None:
-            mask = self.lut[mask]
-        check_mask_values(mask, self.num_classes, self.ignore_index, str(self.masks[index]))
-        mask = mask.astype(np.uint8 if self.ignore_index < 256 else np.int32)
-        if self.transform is not None:
-            out = self.transform(image=image, mask=mask)
-            image, mask = out["image"], out["mask"]
-        x, y = to_tensors(image, mask)
-        return {"image": x, "mask": y, "name": str(self.images[index])}
+    def label_lut(self) -> np.ndarray | None:
+        return build_lut(self.label_map) if self.label_map else None
 
 
 class FolderDataModule(SegmentationDataModule):
@@ -151,7 +103,7 @@ class FolderDataModule(SegmentationDataModule):
         self.crop_size, self.scale_range = tuple(crop_size), tuple(scale_range)
         self.splits = {"train": train_split, "val": val_split, "test": test_split or val_split}
         self.dataset_kwargs = dict(num_classes=num_classes, image_dir=image_dir, mask_dir=mask_dir,
-                                   mask_suffix=mask_suffix, label_map=label_map, ignore_index=self.ignore_index)
+                                   mask_suffix=mask_suffix, label_map=label_map, class_names=self.class_names)
 
     def setup(self, stage: str | None = None) -> None:
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Transform", "to_tensors", "train_transform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PaperTrainTransform", "Transform", "to_tensors", "train_transform"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,3 +53,61 @@ def to_tensors(
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)  # (H, W, 3) -> (3, H, W)
     x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     return x, torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+class PaperTrainTransform:
+    """The authors' training augmentation, one random draw per call from the worker's torch seed.
+
+    Random rescale in ``scale_range`` with aspect jitter, pad to the crop (image 0, mask ``ignore_index``), a random
+    crop retried up to ``crop_tries`` times until no class covers more than ``cat_max_ratio`` of its labelled
+    pixels, horizontal flip, colour jitter (albumentations). The class-ratio crop is ours: albumentations has none.
+
+    Args:
+        crop_size: ``(height, width)``.
+        scale_range: rescale factor range (0.5, 2.0).
+        aspect_range: extra factor on the width (0.9, 1.1).
+        cat_max_ratio: maximal share of one class in an accepted crop (0.75; 1.0 disables the retries).
+        crop_tries: crop attempts before the last one is kept (10).
+        hflip: flip probability (0.5).
+        color_jitter: brightness, contrast, saturation in [2/3, 1.5] and hue +-0.05.
+        ignore_index: the mask's ignore value, used for padding and excluded from the class ratio.
+    """
+
+    def __init__(
+        self, crop_size: Sequence[int], *, scale_range: Sequence[float] = (0.5, 2.0),
+        aspect_range: Sequence[float] = (0.9, 1.1), cat_max_ratio: float = 0.75, crop_tries: int = 10,
+        hflip: float = 0.5, color_jitter: bool = True, ignore_index: int = 255,
+    ) -> None:
+        self.crop = (int(crop_size[0]), int(crop_size[1]))
+        self.scale_range, self.aspect_range = tuple(scale_range), tuple(aspect_range)
+        self.cat_max_ratio, self.crop_tries, self.hflip, self.ignore_index = cat_max_ratio, crop_tries, hflip, ignore_index
+        self.jitter = A.ColorJitter(brightness=(2 / 3, 1.5), contrast=(2 / 3, 1.5), saturation=(2 / 3, 1.5),
+                                    hue=0.05, p=1.0) if color_jitter else None
+
+    def __call__(self, *, image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))  # torch is seeded per DataLoader worker
+        scale = rng.uniform(*self.scale_range)
+        sy, sx = scale, scale * rng.uniform(*self.aspect_range)
+        h, w = mask.shape
+        size = (max(1, round(w * sx)), max(1, round(h * sy)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        ch, cw = self.crop
+        pad_h, pad_w = max(ch - mask.shape[0], 0), max(cw - mask.shape[1], 0)
+        if pad_h or pad_w:
+            image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)))
+            mask = np.pad(mask, ((0, pad_h), (0, pad_w)), constant_values=self.ignore_index)
+        for _ in range(self.crop_tries):
+            y0, x0 = rng.integers(0, mask.shape[0] - ch + 1), rng.integers(0, mask.shape[1] - cw + 1)
+            crop = mask[y0:y0 + ch, x0:x0 + cw]
+            counts = np.bincount(crop[crop != self.ignore_index].ravel())
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                break
+        image, mask = image[y0:y0 + ch, x0:x0 + cw], mask[y0:y0 + ch, x0:x0 + cw]
+        if rng.uniform() < self.hflip:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        if self.jitter is not None:
+            self.jitter.set_random_seed(int(rng.integers(0, 2**31)))
+            image = self.jitter(image=np.ascontiguousarray(image))["image"]
+        return {"image": np.ascontiguousarray(image), "mask": np.ascontiguousarray(mask)}

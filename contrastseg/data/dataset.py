@@ -1,0 +1,137 @@
+"""The shared Dataset base: (image, label) file pairs, a raw-to-train lookup table, checks that name the file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from contrastseg.data.base import check_mask_values
+from contrastseg.data.transforms import Transform, to_tensors
+from contrastseg.errors import DataError
+
+__all__ = ["SegmentationDataset", "build_lut", "default_palette", "read_image", "read_mask", "require_dir"]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB with OpenCV; :class:`DataError` names a corrupt file."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"cannot decode image {path} (missing, corrupt or not an image)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Decode a label PNG to ``(H, W)`` integers; a colour (RGB) label map is an error naming the file."""
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise DataError(f"cannot decode label {path} (missing, corrupt or not an image)")
+    if mask.ndim != 2:
+        raise DataError(f"label {path} has shape {mask.shape}; expected a single-channel map of class indices")
+    return mask
+
+
+def build_lut(mapping: Mapping[int, int] | None, *, default: int | None = None, size: int = 65536) -> np.ndarray:
+    """Lookup table ``raw -> train id``: identity where unmapped, or ``default`` when given.
+
+    ``default=-1`` marks raw values outside the dataset's known set: loading a mask that holds one is an error
+    naming the value and the file, never a silent ignore.
+    """
+    lut = np.arange(size, dtype=np.int64) if default is None else np.full(size, default, dtype=np.int64)
+    for raw, train in (mapping or {}).items():
+        lut[int(raw)] = int(train)
+    return lut
+
+
+def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
+    """A fixed, well-spread colour per class (for datasets without an official palette)."""
+    rng = np.random.default_rng(1234)
+    return tuple(tuple(int(v) for v in rng.integers(32, 256, 3)) for _ in range(num_classes))
+
+
+def require_dir(path: Path, layout: str) -> Path:
+    """``path`` if it is a folder, else :class:`DataError` naming it and the expected layout."""
+    if not path.is_dir():
+        raise DataError(f"missing folder {path}; expected layout: {layout}")
+    return path
+
+
+class SegmentationDataset(Dataset):
+    """Base of the dataset classes: subclasses list their file pairs and define the label mapping.
+
+    Items are dicts ``{"image", "mask", "name"}``; without a transform ``mask`` is the remapped label map
+    (``0..C-1`` and 255) of the image's size. The raw-to-train mapping is one table lookup per mask.
+
+    Subclasses set ``num_classes``, ``class_names``, ``palette``, ``class_groups``, ``layout`` and implement
+    :meth:`find_pairs` and (when raw labels differ from train ids) :meth:`label_lut`.
+    """
+
+    num_classes: ClassVar[int]
+    ignore_index: ClassVar[int] = 255
+    class_names: ClassVar[tuple[str, ...]]
+    palette: ClassVar[tuple[tuple[int, int, int], ...]]
+    class_groups: ClassVar[dict[str, tuple[int, ...]]] = {}
+    layout: ClassVar[str] = ""
+    splits: ClassVar[tuple[str, ...]] = ("train", "val")
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:
+        self.root = Path(root).expanduser()
+        if split not in self.splits:
+            raise DataError(f"{type(self).__name__}: unknown split {split!r}; choose from {self.splits}")
+        require_dir(self.root, self.layout)
+        self.split, self.transform = split, transform
+        self.pairs: list[tuple[Path, Path]] = self.find_pairs(self.root, split)
+        if not self.pairs:
+            raise DataError(f"{type(self).__name__}: no images for split {split!r} under {self.root}; "
+                            f"expected layout: {self.layout}")
+        self.lut = self.label_lut()
+
+    def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:  # pragma: no cover - abstract
+        """``(image, label)`` paths of ``split``; raise :class:`DataError` naming the first missing path."""
+        raise NotImplementedError
+
+    def label_lut(self) -> np.ndarray | None:
+        """Raw label -> train id table, or ``None`` when the files already hold train ids."""
+        return None
+
+    @staticmethod
+    def match_labels(images: Sequence[Path], label_for: Any, layout: str) -> list[tuple[Path, Path]]:
+        """Pair each image with ``label_for(image)``; the first image without its label is an error."""
+        pairs = []
+        for image in images:
+            label = label_for(image)
+            if not label.is_file():
+                raise DataError(f"image {image} has no label: missing {label}; expected layout: {layout}")
+            pairs.append((image, label))
+        return pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The decoded image ``(H, W, 3)`` uint8 and remapped, checked mask ``(H, W)``."""
+        image_path, mask_path = self.pairs[index]
+        image, mask = read_image(image_path), read_mask(mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(f"label {mask_path} is {mask.shape} but image {image_path} is {image.shape[:2]}")
+        if self.lut is not None:
+            raw, mask = mask, self.lut[mask]
+            unknown = mask < 0
+            if unknown.any():
+                values = sorted(set(np.unique(raw[unknown]).tolist()))
+                raise DataError(f"raw label value {values[0]} in {mask_path} is not a known {type(self).__name__} "
+                                f"label (unknown values: {values[:10]})")
+        check_mask_values(mask, self.num_classes, self.ignore_index, str(mask_path))
+        return image, mask.astype(np.uint8 if self.ignore_index < 256 else np.int32)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask = self.load(index)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        x, y = to_tensors(image, mask)
+        return {"image": x, "mask": y, "name": str(self.pairs[index][0])}
