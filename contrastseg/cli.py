@@ -111,8 +111,12 @@ def _find_user_error(err: BaseException) -> ContrastSegError | None:
     return None
 
 
-def main(args: Sequence[str] | None = None) -> None:
-    """Entry point of the ``contrastseg`` console script (``fit``, ``validate``, ``test``, ``predict``)."""
+def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
+    """Entry point of the ``contrastseg`` console script (``fit``, ``validate``, ``test``, ``predict``).
+
+    Returns the finished :class:`ContrastSegCLI` (its ``trainer``, ``model`` and ``datamodule``) when called
+    from Python; user-input errors exit with status 2 and a one-line message.
+    """
     argv = list(sys.argv[1:] if args is None else args)
     if argv[:1] == ["check-data"]:
         from contrastseg.data.check import main as check_main
@@ -120,7 +124,7 @@ def main(args: Sequence[str] | None = None) -> None:
         raise SystemExit(check_main(argv[1:]))
     prog, sys.argv = sys.argv, sys.argv[:1]  # the expanded arguments replace the command line, not add to it
     try:
-        ContrastSegCLI(
+        return ContrastSegCLI(
             ContrastSegModule, SegmentationDataModule, subclass_mode_data=True, args=expand_configs(argv),
             save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},

@@ -57,6 +57,8 @@ class ContrastSegModule(LightningModule):
         lr_scheduler: called with the optimizer; stepped every iteration (``scheduler_interval="step"``).
             A :class:`~contrastseg.optim.PolyLR` without ``total_steps`` gets the trainer's step count.
         scheduler_interval: ``"step"`` or ``"epoch"``.
+        no_weight_decay: parameters whose name contains one of these substrings get ``weight_decay=0`` (Swin:
+            ``["norm", "absolute_pos_embed", "relative_position_bias_table"]``); also applies to loss terms.
 
     Example:
         >>> from contrastseg.models import Encoder, SegmentationModel
@@ -74,6 +76,7 @@ class ContrastSegModule(LightningModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "step",
+        no_weight_decay: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=_hparams_ignore(net=net, losses=losses, optimizer=optimizer,
@@ -101,6 +104,7 @@ class ContrastSegModule(LightningModule):
             term.bind(context)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.scheduler_interval = scheduler_interval
+        self.no_weight_decay = tuple(no_weight_decay)
         self.confmats = nn.ModuleDict({
             stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
             for stage in ("val", "test")
@@ -210,7 +214,12 @@ class ContrastSegModule(LightningModule):
     # ------------------------------------------------------------------ optimisation
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        exempt = [p for n, p in named if any(key in n for key in self.no_weight_decay)]
+        rest = [p for n, p in named if not any(key in n for key in self.no_weight_decay)]
+        params: Any = [p for _, p in named]
+        if exempt:
+            params = [{"params": rest}, {"params": exempt, "weight_decay": 0.0}]
         if self.optimizer_factory is None:
             optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
         else:
