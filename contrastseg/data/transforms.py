@@ -91,7 +91,8 @@ class PaperTrainTransform:
         h, w = mask.shape
         size = (max(1, round(w * sx)), max(1, round(h * sy)))
         image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+        # NEAREST_EXACT samples pixel centres like INTER_LINEAR does; plain INTER_NEAREST is off by half a pixel.
+        mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST_EXACT)
         ch, cw = self.crop
         pad_h, pad_w = max(ch - mask.shape[0], 0), max(cw - mask.shape[1], 0)
         if pad_h or pad_w:

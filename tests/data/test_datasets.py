@@ -14,13 +14,14 @@ from contrastseg.data.check import check_dataset
 from contrastseg.errors import DataError
 
 
-def _pair(image: Path, label: Path, values: list[int], ext_ok: bool = True) -> None:
+def _pair(image: Path, label: Path, values: list[int]) -> None:
+    """An image and a label whose column ``i`` holds ``values[i]`` (at least 12 columns)."""
+    width = max(12, len(values))
     image.parent.mkdir(parents=True, exist_ok=True)
     label.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(image), np.full((8, 12, 3), 90, np.uint8))
-    mask = np.zeros((8, 12), np.uint8)
-    for i, v in enumerate(values):
-        mask[:, i] = v
+    cv2.imwrite(str(image), np.full((8, width, 3), 90, np.uint8))
+    mask = np.zeros((8, width), np.uint8)
+    mask[:, : len(values)] = values
     cv2.imwrite(str(label), mask)
 
 
@@ -30,13 +31,17 @@ def _cityscapes(root: Path, values: list[int]) -> None:
               root / "gtFine" / "train" / city / f"{stem}_gtFine_labelIds.png", values)
 
 
-def test_cityscapes_label_ids_to_train_ids(tmp_path: Path) -> None:
-    _cityscapes(tmp_path, [7, 26, 0, 33, 1, 24])
+CITYSCAPES_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+                       26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # the official table, typed out again
+
+
+def test_cityscapes_every_label_id(tmp_path: Path) -> None:
+    _cityscapes(tmp_path, list(range(34)))
     ds = CityscapesDataset(tmp_path, "train")
     assert len(ds) == 2 and ds.num_classes == 19 and len(ds.class_names) == 19 == len(ds.palette)
-    mask = ds[0]["mask"]
-    assert mask[0, :6].tolist() == [0, 13, 255, 18, 255, 11]
+    assert ds[1]["mask"][0, :34].tolist() == [CITYSCAPES_TRAIN_ID.get(i, 255) for i in range(34)]
     assert ds.class_groups["vehicle"] == (13, 14, 15, 16, 17, 18)
+    assert [p[0].parent.name for p in ds.pairs] == ["aachen", "bonn"]
 
 
 def test_cityscapes_unknown_label_id_names_value_and_file(tmp_path: Path) -> None:
@@ -58,21 +63,22 @@ def test_cityscapes_missing_label_and_folder(tmp_path: Path) -> None:
 
 def test_ade20k_shift_and_ignore(tmp_path: Path) -> None:
     root = tmp_path / "ADEChallengeData2016"
-    _pair(root / "images/validation/ADE_val_1.jpg", root / "annotations/validation/ADE_val_1.png", [0, 1, 150])
+    _pair(root / "images/validation/ADE_val_1.jpg", root / "annotations/validation/ADE_val_1.png",
+          list(range(151)))
     ds = ADE20KDataset(tmp_path, "val")  # the parent folder works too
-    assert ds.num_classes == 150 == len(ds.class_names)
-    assert ds[0]["mask"][0, :3].tolist() == [255, 0, 149]
+    assert ds.num_classes == 150 == len(ds.class_names) == len(set(ds.class_names))
+    assert ds[0]["mask"][0, :151].tolist() == [255] + list(range(150))
 
 
 def test_pascal_context_split_lists(tmp_path: Path) -> None:
     root = tmp_path / "VOCdevkit" / "VOC2010"
-    _pair(root / "JPEGImages/2008_000002.jpg", root / "SegmentationClassContext/2008_000002.png", [0, 1, 59])
+    _pair(root / "JPEGImages/2008_000002.jpg", root / "SegmentationClassContext/2008_000002.png", list(range(60)))
     (root / "ImageSets/SegmentationContext").mkdir(parents=True)
     (root / "ImageSets/SegmentationContext/train.txt").write_text("2008_000002\n")
     (root / "ImageSets/SegmentationContext/val.txt").write_text("2008_000003\n")
     ds = PascalContextDataset(tmp_path, "train")
-    assert ds.num_classes == 59 == len(ds.class_names)
-    assert ds[0]["mask"][0, :3].tolist() == [255, 0, 58]
+    assert ds.num_classes == 59 == len(ds.class_names) == len(set(ds.class_names))
+    assert ds[0]["mask"][0, :60].tolist() == [255] + list(range(59))
     with pytest.raises(DataError, match="lists 2008_000003 but .*2008_000003.jpg is missing"):
         PascalContextDataset(tmp_path, "val")
 
@@ -83,19 +89,29 @@ def _cadis(root: Path, values: list[int]) -> None:
               root / f"Video{video:02d}/Labels/Video{video}_frame000.png", values)
 
 
-@pytest.mark.parametrize("task,expected,classes", [
-    (1, [0, 6, 7, 7, 7], 8),
-    (2, [0, 6, 7, 8, 255, 255, 15, 16, 9, 11], 17),
-    (3, [0, 6, 7, 22, 255, 255, 17, 19, 11, 21], 25),
-])
-def test_cadis_tasks(tmp_path: Path, task: int, expected: list[int], classes: int) -> None:
-    raw = [0, 6, 7, 22, 25, 35, 17, 19, 11, 21]
-    _cadis(tmp_path, raw)
+def _task_reference(task: int, raw: int) -> int:
+    """The FACTS mapping, written out by hand."""
+    if task == 1:
+        return raw if raw < 7 else 7
+    if task == 3:
+        return raw if raw < 25 else 255
+    groups = {7: (7, 8, 10, 20, 27, 32), 8: (9, 22), 9: (11, 33), 10: (12, 28), 11: (13, 21), 12: (14, 24),
+              13: (15, 18), 14: (16, 23), 15: (17,), 16: (19,)}
+    if raw < 7:
+        return raw
+    return next((k for k, v in groups.items() if raw in v), 255)
+
+
+@pytest.mark.parametrize("task,classes", [(1, 8), (2, 17), (3, 25)])
+def test_cadis_tasks_every_raw_class(tmp_path: Path, task: int, classes: int) -> None:
+    _cadis(tmp_path, list(range(36)))
     ds = CaDISDataset(tmp_path, "train", task=task)
     assert ds.num_classes == classes == len(ds.class_names) and len(ds) == 19
-    assert ds[0]["mask"][0, : len(expected)].tolist() == expected
+    assert ds[0]["mask"][0, :36].tolist() == [_task_reference(task, r) for r in range(36)]
     assert ds.class_groups["anatomies"] == (0, 4, 5, 6) and ds.class_groups["instruments"][0] == 7
-    assert len(CaDISDataset(tmp_path, "val_test", task=task)) == 6
+    assert sorted(set(ds.video_of)) == [1, 3, 4, 6, 8, 9, 10, 11, 13, 14, 15, 17, 18, 19, 20, 21, 23, 24, 25]
+    assert sorted(set(CaDISDataset(tmp_path, "val_test", task=task).video_of)) == [2, 5, 7, 12, 16, 22]
+    assert sorted(set(CaDISDataset(tmp_path, "test", task=task).video_of)) == [2, 12, 22]
 
 
 def test_cadis_datamodule_facts_follow_task(tmp_path: Path) -> None:
@@ -106,10 +122,14 @@ def test_cadis_datamodule_facts_follow_task(tmp_path: Path) -> None:
 
 
 def test_camvid_real(camvid_root: Path) -> None:
-    ds = CamVidDataset(camvid_root, "train")
-    assert len(ds) == 367 and ds.num_classes == 11
-    assert set(np.unique(ds.load(0)[1]).tolist()) <= set(range(11)) | {255}
-    assert ds.class_groups["rare"] == (2, 6, 7, 9, 10)
+    train, val = CamVidDataset(camvid_root, "train"), CamVidDataset(camvid_root, "val")
+    assert (len(train), len(val)) == (367, 101) and train.num_classes == 11
+    for ds in (train, val):
+        for i in (0, len(ds) - 1):
+            image, mask = ds.load(i)
+            assert image.shape == (360, 480, 3) and mask.shape == (360, 480)
+            assert set(np.unique(mask).tolist()) <= set(range(11)) | {255}
+    assert train.class_groups["rare"] == (2, 6, 7, 9, 10)
 
 
 def test_check_data_reports_every_problem(tmp_path: Path) -> None:

@@ -11,6 +11,27 @@ def test_paper_transform_crop_pad_and_shapes() -> None:
     assert (out["mask"] == 255).any(), "padding is ignore"
 
 
+def test_image_and_mask_stay_aligned_and_integer() -> None:
+    # The image encodes each pixel's label in its red channel: after any flip, rescale or crop they must agree.
+    torch.manual_seed(1)
+    yy, xx = np.mgrid[0:40, 0:60]
+    mask = ((yy // 8) * 3 + xx // 8) % 9  # 8x8 blocks of 9 labels
+    mask = mask.astype(np.uint8)
+    image = np.stack([mask * 20, np.zeros_like(mask), np.zeros_like(mask)], axis=-1).astype(np.uint8)
+    t = PaperTrainTransform((32, 48), scale_range=(0.5, 2.0), color_jitter=False)
+    for _ in range(30):
+        out = t(image=image, mask=mask)
+        m, img = out["mask"], out["image"]
+        assert m.shape == (32, 48) and img.shape == (32, 48, 3) and m.dtype == np.uint8
+        assert set(np.unique(m).tolist()) <= set(range(9)) | {255}, "nearest resampling adds no new values"
+        # Away from label edges (3x3 neighbourhood constant) bilinear resampling is exact: image and mask must agree.
+        padded = np.pad(m.astype(np.int64), 1, constant_values=-1)  # crop borders are never interior
+        windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3))  # (32, 48, 3, 3)
+        interior = (windows == m[..., None, None]).all(axis=(-1, -2)) & (m != 255)
+        agree = (img[..., 0][interior] == m[interior].astype(np.int64) * 20).mean()
+        assert interior.sum() > 50 and agree > 0.99, agree
+
+
 def _dominated_share(cat_max_ratio: float, trials: int = 300) -> float:
     """Share of crops in which one class covers >= 75% of the labelled pixels."""
     torch.manual_seed(0)

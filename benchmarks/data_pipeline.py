@@ -1,0 +1,112 @@
+"""Training samples per second of the data modules' full augmentation pipelines, against torchvision.
+
+    python benchmarks/data_pipeline.py [--camvid ../shared/data/camvid] [--items 64]
+
+Pipelines: our datasets (OpenCV decoding, lookup-table label mapping, ``PaperTrainTransform``: random scale with
+aspect jitter, pad, class-ratio crop, flip, colour jitter, normalisation) versus a plain torchvision
+``transforms.v2`` pipeline doing the same work on PIL-decoded images (scale, pad + crop, flip, colour jitter,
+normalisation; its crop is not class-ratio aware, so it does slightly less). Images: real CamVid (480x360) and
+generated Cityscapes-size frames (2048x1024, official layout in a temporary folder). 0 and 2 loader workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from contrastseg.data import CamVidDataset, CityscapesDataset, PaperTrainTransform
+
+
+class TorchvisionPipeline(Dataset):
+    """The baseline: PIL decode, label lookup in numpy, torchvision v2 joint transforms."""
+
+    def __init__(self, pairs, lut, crop):
+        self.pairs, self.lut, self.crop = pairs, lut, crop
+        self.pad = v2.Pad(0)
+        self.rest = v2.Compose([
+            v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255}),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=(2 / 3, 1.5), contrast=(2 / 3, 1.5), saturation=(2 / 3, 1.5), hue=0.05),
+            v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True),
+            v2.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        ])
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        image = tv_tensors.Image(v2.functional.pil_to_tensor(Image.open(self.pairs[i][0]).convert("RGB")))
+        mask = tv_tensors.Mask(torch.from_numpy(self.lut[np.asarray(Image.open(self.pairs[i][1]))].astype(np.uint8)))
+        scale = random.uniform(0.5, 2.0)
+        h, w = image.shape[-2:]
+        size = [round(h * scale), round(w * scale * random.uniform(0.9, 1.1))]
+        image = v2.functional.resize(image, size, antialias=False)
+        mask = v2.functional.resize(mask, size, interpolation=v2.InterpolationMode.NEAREST)
+        image, mask = self.rest(image, mask)
+        return {"image": image, "mask": mask}
+
+
+def fake_cityscapes(root: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        city = f"city{i % 3}"
+        (root / "leftImg8bit/train" / city).mkdir(parents=True, exist_ok=True)
+        (root / "gtFine/train" / city).mkdir(parents=True, exist_ok=True)
+        image = cv2.resize(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8), (2048, 1024))
+        label = cv2.resize(rng.integers(0, 34, (32, 64), dtype=np.uint8), (2048, 1024), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(root / "leftImg8bit/train" / city / f"{city}_{i:06d}_000019_leftImg8bit.png"), image)
+        cv2.imwrite(str(root / "gtFine/train" / city / f"{city}_{i:06d}_000019_gtFine_labelIds.png"), label)
+
+
+def rate(dataset: Dataset, workers: int, items: int) -> float:
+    loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
+    it = iter(loader)
+    next(it)  # start-up (worker spawn) not timed
+    t0, n = time.perf_counter(), 0
+    for _ in range(items - 1):
+        try:
+            next(it)
+        except StopIteration:
+            break
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--camvid", default=str(Path(__file__).resolve().parents[2] / "shared/data/camvid"))
+    parser.add_argument("--items", type=int, default=48)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, OpenCV {cv2.__version__}; samples/s, batch 1, {args.items} samples per row")
+    print("| dataset | image size | crop | workers | contrastseg | torchvision v2 | ratio |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        cases = []
+        if Path(args.camvid, "train").is_dir():
+            cases.append(("CamVid", CamVidDataset, args.camvid, (352, 480), "480x360"))
+        fake_cityscapes(Path(tmp), 24)
+        cases.append(("Cityscapes-size", CityscapesDataset, tmp, (512, 1024), "2048x1024"))
+        for name, cls, root, crop, size in cases:
+            ours = cls(root, "train", PaperTrainTransform(crop))
+            baseline = TorchvisionPipeline(ours.pairs, ours.lut, crop)
+            for workers in (0, 2):
+                a, b = rate(ours, workers, args.items), rate(baseline, workers, args.items)
+                print(f"| {name} | {size} | {crop[0]}x{crop[1]} | {workers} | {a:.1f} | {b:.1f} | {a / b:.2f} |",
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Training-step throughput and peak memory of each model family, with and without the contrastive terms.
+
+    python benchmarks/train_step.py                   # CUDA if available: the paper's crops, batch 2 per GPU
+    python benchmarks/train_step.py --scale 0.25      # scaled-down crops (CPU)
+
+Each row is one SGD step (forward, CE [+ multi-scale + cross-scale contrast], backward, update) on random images
+with realistic Cityscapes-like labels, median of the repeats; the ratio column is what matters: the cost of adding
+the paper's loss to that model. Memory: ``max_memory_allocated`` on CUDA, peak RSS growth on CPU (fresh process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import time
+from functools import partial
+
+import torch
+
+from contrastseg import ContrastSegModule
+from contrastseg.losses import CrossEntropy, MultiScaleContrast
+from contrastseg.models import DeepLabV3Head, Encoder, HRNetV2Head, OCRHead, SegmentationModel, UPerNetHead
+
+FAMILIES = {  # name: (encoder, output stride, decoder, crop, contrast stages)
+    "HRNetV2-W48": ("hrnet_w48", None, HRNetV2Head, (512, 1024), None),
+    "OCRNet-HR48": ("hrnet_w48", None, OCRHead, (512, 1024), None),
+    "DeepLabv3-R101": ("resnet101d", 8, DeepLabV3Head, (512, 1024), [0, 1, 3]),
+    "UPerNet-R101": ("resnet101d", None, UPerNetHead, (512, 1024), None),
+    "UPerNet-Swin-T": ("swin_tiny", None, UPerNetHead, (512, 512), None),
+}
+
+
+def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str):
+    from benchmarks.contrastive_loss import realistic_labels
+
+    enc, os_, dec, crop, stages = FAMILIES[family]
+    h, w = int(crop[0] * scale) // 32 * 32, int(crop[1] * scale) // 32 * 32
+    net = SegmentationModel(19, encoder=Encoder(enc, output_stride=os_), decoder=dec)
+    losses = [CrossEntropy()] + ([MultiScaleContrast(stages=stages)] if contrast else [])
+    module = ContrastSegModule(net, num_classes=19, losses=losses).to(device).train()
+    opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
+    images = torch.randn(batch, 3, h, w, device=device)
+    labels = realistic_labels(batch, h, w, 19, seed=0).to(device)
+
+    def step():
+        loss, _ = module.compute_loss(module(images), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step, (h, w)
+
+
+def _measure(family, contrast, scale, batch, device, repeats, queue=None):
+    if queue is not None:
+        try:
+            queue.put(_measure(family, contrast, scale, batch, device, repeats))
+        except Exception as err:  # report, don't hang the parent
+            queue.put(err)
+        return None
+    torch.manual_seed(0)
+    step, size = _step_fn(family, contrast, scale, batch, device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    step()
+    step()  # warm-up
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        with open("/proc/self/statm") as f:
+            base = int(f.read().split()[1]) * resource.getpagesize()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
+    return statistics.median(times), max(peak, 0) / 2**20, size
+
+
+def measure(*args):
+    if args[4] == "cuda":
+        return _measure(*args)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_measure, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--scale", type=float, default=None, help="crop side scale (default 1 on CUDA, 0.25 on CPU)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    args = parser.parse_args()
+    scale = args.scale or (1.0 if args.device == "cuda" else 0.25)
+    repeats = args.repeats or (10 if args.device == "cuda" else 3)
+    name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; crop scale {scale}; median of {repeats}")
+    print("| model | crop | CE img/s | CE+contrast img/s | step time ratio | CE peak MB | CE+contrast peak MB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for family in args.families:
+        t_ce, m_ce, size = measure(family, False, scale, args.batch, args.device, repeats)
+        t_c, m_c, _ = measure(family, True, scale, args.batch, args.device, repeats)
+        print(f"| {family} | {size[0]}x{size[1]} | {args.batch / t_ce:.2f} | {args.batch / t_c:.2f} | "
+              f"{t_c / t_ce:.2f} | {m_ce:.0f} | {m_c:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
