@@ -16,7 +16,7 @@ from contrastseg.errors import ConfigError, DataError
 from contrastseg.evaluation.metrics import scores_from_confusion, scores_table
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
 from contrastseg.losses.cross_entropy import CrossEntropy
-from contrastseg.models.segmentation import SegOutput
+from contrastseg.models.segmentation import SegOutput, predict_classes
 from contrastseg.optim import PolyLR
 
 __all__ = ["ContrastSegModule"]
@@ -142,7 +142,7 @@ class ContrastSegModule(LightningModule):
         output = self(batch["image"])
         loss, _ = self.compute_loss(output, batch["mask"])
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
-        self.confmats[stage].update(output.logits.argmax(dim=1), batch["mask"])
+        self.confmats[stage].update(predict_classes(output.logits, batch["mask"].shape[-2:]), batch["mask"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -152,7 +152,7 @@ class ContrastSegModule(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Predicted class per pixel, ``(B, H, W)`` uint8 (int64 beyond 255 classes)."""
-        pred = self(batch["image"]).logits.argmax(dim=1)
+        pred = predict_classes(self(batch["image"]).logits, batch["image"].shape[-2:])
         return pred.to(torch.uint8) if self.num_classes <= 255 else pred
 
     # ------------------------------------------------------------------ metrics

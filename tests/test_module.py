@@ -110,3 +110,17 @@ def test_predict_returns_class_maps() -> None:
     module = ContrastSegModule(_net(), num_classes=8)
     preds = _trainer().predict(module, datamodule=_data())
     assert preds[0].shape == (4, 64, 64) and preds[0].dtype == torch.uint8
+
+
+def test_low_resolution_logits_give_the_same_metrics() -> None:
+    results = []
+    for upsample_logits in (True, False):
+        torch.manual_seed(0)
+        net = SegmentationModel(8, encoder=Encoder("resnet18"), decoder=partial(HRNetV2Head, channels=16),
+                                upsample_logits=upsample_logits)
+        module = ContrastSegModule(net, num_classes=8)
+        (result,) = _trainer().validate(module, datamodule=_data(val_batch_size=3), verbose=False)
+        results.append(result)
+    assert results[0].keys() == results[1].keys()
+    for key in results[0]:
+        assert abs(results[0][key] - results[1][key]) < 1e-5, key

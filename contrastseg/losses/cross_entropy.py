@@ -7,10 +7,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from contrastseg.errors import ConfigError
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
-from contrastseg.models.segmentation import SegOutput
+from contrastseg.models.segmentation import SegOutput, upsample
 
 __all__ = ["CrossEntropy"]
 
@@ -47,11 +48,20 @@ class CrossEntropy(LossTerm):
                 f"{context.num_classes} classes"
             )
 
+    def _ce_sum(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(upsample(logits.float(), target.shape[-2:]), target, weight=self.class_weights,
+                               ignore_index=self.ignore_index, reduction="sum")
+
     def _ce(self, logits: Tensor, target: Tensor) -> Tensor:
         # reduction="sum" divided by the (weighted) count of labelled pixels equals PyTorch's "mean", but an
         # all-ignore batch gives a graph-connected 0 instead of NaN (0/0).
-        loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, ignore_index=self.ignore_index,
-                               reduction="sum")
+        if logits.shape[-2:] == target.shape[-2:]:
+            loss = self._ce_sum(logits, target)
+        else:
+            # Low-resolution logits: upsample inside a checkpoint, one image at a time, so the full-resolution
+            # (K, H, W) logits and their log-softmax exist transiently and are recomputed in backward.
+            loss = sum(checkpoint(self._ce_sum, logits[b:b + 1], target[b:b + 1], use_reentrant=False)
+                       for b in range(logits.shape[0]))
         valid = target != self.ignore_index
         if self.class_weights is None:
             denom = valid.sum().to(loss.dtype)

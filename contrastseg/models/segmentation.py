@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+import torch
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,18 +15,32 @@ from contrastseg.models.encoders import Encoder
 from contrastseg.models.hrnet import HRNetV2Head
 from contrastseg.models.layers import DecoderOutput
 
-__all__ = ["DecoderFactory", "SegOutput", "SegmentationModel"]
+__all__ = ["DecoderFactory", "SegOutput", "SegmentationModel", "predict_classes", "upsample"]
 
 DecoderFactory = Callable[[Sequence[int], int], nn.Module]
 """A decoder class (or partial) called as ``decoder(in_channels, num_classes)``."""
+
+
+def upsample(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear resize of logits to ``size`` (no-op when it already matches)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def predict_classes(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """Class per pixel at ``size``, upsampling one image at a time: ``(B, K, h, w)`` -> ``(B, H, W)``."""
+    return torch.stack([upsample(logit[None], size)[0].argmax(dim=0) for logit in logits])
 
 
 class SegOutput(NamedTuple):
     """What a segmentation model returns.
 
     Attributes:
-        logits: ``(B, num_classes, H, W)`` at the input image's size.
-        aux_logits: logits of an auxiliary head at the input size, or ``None``.
+        logits: ``(B, num_classes, H, W)`` at the input image's size, or at the decoder's resolution when the
+            model was built with ``upsample_logits=False`` (losses and metrics upsample them image by image).
+        aux_logits: logits of an auxiliary head, at the same resolution as ``logits``, or ``None``.
         features: the multi-scale features handed to contrastive terms, fine to coarse, ``(B, C_s, H/s, W/s)``.
     """
 
@@ -43,6 +59,10 @@ class SegmentationModel(nn.Module):
             :class:`~contrastseg.models.layers.DecoderOutput` (logits, auxiliary logits, decoder features).
         contrast_features: ``"encoder"`` hands the encoder stages to contrastive terms (the paper's default);
             ``"decoder"`` hands the decoder's feature maps (UPerNet's FPN outputs, the paper's ADE20K choice).
+        upsample_logits: return logits at the input size (``True``), or at the decoder's resolution so that
+            :class:`~contrastseg.losses.CrossEntropy` and the metrics upsample one image at a time and no
+            full-resolution ``(B, K, H, W)`` tensor is kept for autograd (150 ADE20K classes at 512x512 and batch
+            16 is 2.5 GB per copy).
 
     Example:
         >>> model = SegmentationModel(11, encoder=Encoder("resnet18"))
@@ -51,7 +71,7 @@ class SegmentationModel(nn.Module):
 
     def __init__(
         self, num_classes: int, *, encoder: Encoder | None = None, decoder: DecoderFactory = HRNetV2Head,
-        contrast_features: str = "encoder",
+        contrast_features: str = "encoder", upsample_logits: bool = True,
     ) -> None:
         super().__init__()
         self.encoder = Encoder("resnet18") if encoder is None else encoder
@@ -63,6 +83,7 @@ class SegmentationModel(nn.Module):
             raise ConfigError(f"contrast_features='decoder' needs a decoder with feature maps (UPerNetHead); "
                               f"{type(self.decoder).__name__} has none")
         self.contrast_features = contrast_features
+        self.upsample_logits = upsample_logits
 
     @property
     def feature_channels(self) -> tuple[int, ...]:
@@ -81,9 +102,8 @@ class SegmentationModel(nn.Module):
         features = self.encoder(image)
         out = self.decoder(features)
         out = out if isinstance(out, DecoderOutput) else DecoderOutput(out)
-        size = image.shape[-2:]
-        logits = F.interpolate(out.logits, size=size, mode="bilinear", align_corners=False)
-        aux = None if out.aux_logits is None else F.interpolate(out.aux_logits, size=size, mode="bilinear",
-                                                                   align_corners=False)
+        size = image.shape[-2:] if self.upsample_logits else out.logits.shape[-2:]
+        logits = upsample(out.logits, size)
+        aux = None if out.aux_logits is None else upsample(out.aux_logits, size)
         contrast = features if self.contrast_features == "encoder" else list(out.features or [])
         return SegOutput(logits=logits, aux_logits=aux, features=contrast)

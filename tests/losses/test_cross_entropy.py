@@ -64,3 +64,18 @@ def test_aux_logits_weighted() -> None:
 def test_class_weights_length_checked() -> None:
     with pytest.raises(ConfigError, match="class_weights has 2 entries but the data has 4 classes"):
         _term(class_weights=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("weights", [None, [0.5, 1.0, 2.0, 3.0]])
+def test_low_resolution_logits_equal_upsampled(weights) -> None:
+    low = torch.randn(3, 4, 6, 8, requires_grad=True)
+    target = torch.randint(0, 4, (3, 24, 32))
+    target[1, :5] = 255
+    term = _term(class_weights=weights)
+    loss = term(SegOutput(low, None, []), target)
+    full = torch.nn.functional.interpolate(low, size=(24, 32), mode="bilinear", align_corners=False)
+    ref = term(SegOutput(full, None, []), target)
+    torch.testing.assert_close(loss, ref)
+    (g,) = torch.autograd.grad(loss, low)
+    (g_ref,) = torch.autograd.grad(ref, low)
+    torch.testing.assert_close(g, g_ref)
