@@ -29,7 +29,7 @@ class ContrastSegCLI(LightningCLI):
     """LightningCLI whose model receives ``num_classes``, ``ignore_index`` and ``class_names`` from the data."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for key in ("num_classes", "ignore_index", "class_names"):
+        for key in ("num_classes", "ignore_index", "class_names", "class_groups"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
 
@@ -143,5 +143,10 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
         sys.argv = prog
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The console script: :func:`main` without a return value (a returned object would become the exit code)."""
     main()
+
+
+if __name__ == "__main__":
+    run()

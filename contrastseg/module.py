@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from contrastseg.errors import ConfigError, DataError
-from contrastseg.evaluation.metrics import scores_from_confusion, scores_table
+from contrastseg.evaluation.inference import EvalConfig, infer
+from contrastseg.evaluation.metrics import group_miou, scores_from_confusion, scores_table, write_scores
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
 from contrastseg.losses.cross_entropy import CrossEntropy
 from contrastseg.models.segmentation import SegOutput, predict_classes
@@ -59,6 +60,11 @@ class ContrastSegModule(LightningModule):
         scheduler_interval: ``"step"`` or ``"epoch"``.
         no_weight_decay: parameters whose name contains one of these substrings get ``weight_decay=0`` (Swin:
             ``["norm", "absolute_pos_embed", "relative_position_bias_table"]``); also applies to loss terms.
+        class_groups: named groups of class indices with their own mIoU (linked from the data module: Cityscapes
+            categories, CaDIS anatomies / instruments / rare), logged as ``val/mIoU_<group>``.
+        evaluation: how validate/test/predict infer (whole image, sliding windows, multi-scale + flip); see
+            :class:`~contrastseg.evaluation.EvalConfig`. Scores and per-class tables are also written as
+            ``<stage>_metrics.json`` / ``.csv`` in the run's log folder.
 
     Example:
         >>> from contrastseg.models import Encoder, SegmentationModel
@@ -77,6 +83,8 @@ class ContrastSegModule(LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         scheduler_interval: str = "step",
         no_weight_decay: Sequence[str] = (),
+        class_groups: dict[str, Sequence[int]] | None = None,
+        evaluation: EvalConfig | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=_hparams_ignore(net=net, losses=losses, optimizer=optimizer,
@@ -105,6 +113,8 @@ class ContrastSegModule(LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
         self.scheduler_interval = scheduler_interval
         self.no_weight_decay = tuple(no_weight_decay)
+        self.class_groups = {k: tuple(v) for k, v in (class_groups or {}).items()}
+        self.evaluation = evaluation or EvalConfig()
         self.confmats = nn.ModuleDict({
             stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
             for stage in ("val", "test")
@@ -138,11 +148,23 @@ class ContrastSegModule(LightningModule):
         self.log_dict({f"train/loss_{k}": v for k, v in logs.items()}, batch_size=bs)
         return loss
 
+    def _plain_eval(self) -> bool:
+        e = self.evaluation
+        return e.mode == "whole" and tuple(e.scales) == (1.0,) and not e.flip
+
+    def predict_scores(self, image: Tensor) -> Tensor:
+        """Class scores ``(B, K, H, W)`` at the image size under the configured evaluation mode."""
+        return infer(lambda x: self.net(x).logits, image, self.num_classes, self.evaluation)
+
     def _eval_step(self, batch: dict[str, Any], stage: str) -> None:
-        output = self(batch["image"])
-        loss, _ = self.compute_loss(output, batch["mask"])
-        self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
-        self.confmats[stage].update(predict_classes(output.logits, batch["mask"].shape[-2:]), batch["mask"])
+        if self._plain_eval():
+            output = self(batch["image"])
+            loss, _ = self.compute_loss(output, batch["mask"])
+            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
+            pred = predict_classes(output.logits, batch["mask"].shape[-2:])
+        else:  # sliding windows / TTA: no loss, scores at the image size
+            pred = predict_classes(self.predict_scores(batch["image"]), batch["mask"].shape[-2:])
+        self.confmats[stage].update(pred, batch["mask"])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -152,7 +174,8 @@ class ContrastSegModule(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         """Predicted class per pixel, ``(B, H, W)`` uint8 (int64 beyond 255 classes)."""
-        pred = predict_classes(self(batch["image"]).logits, batch["image"].shape[-2:])
+        scores = self(batch["image"]).logits if self._plain_eval() else self.predict_scores(batch["image"])
+        pred = predict_classes(scores, batch["image"].shape[-2:])
         return pred.to(torch.uint8) if self.num_classes <= 255 else pred
 
     # ------------------------------------------------------------------ metrics
@@ -166,9 +189,17 @@ class ContrastSegModule(LightningModule):
         for name, iou in zip(self.class_names, scores.iou.tolist()):
             if iou == iou:  # skip classes absent from labels and predictions (NaN)
                 self.log(f"{stage}/IoU_{name}", iou, sync_dist=False)
+        groups = group_miou(scores, self.class_groups)
+        for name, value in groups.items():
+            if value == value:
+                self.log(f"{stage}/mIoU_{name}", value, sync_dist=False)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             title = f"{stage}, epoch {self.current_epoch}, step {self.global_step}"
             Console().print(scores_table(scores, self.class_names, title=title))
+            if groups:
+                Console().print("  ".join(f"mIoU[{k}] {100 * v:.2f}" for k, v in groups.items()))
+            write_scores(scores, groups, self.class_names, self.trainer.log_dir or self.trainer.default_root_dir,
+                         stage, epoch=self.current_epoch, step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")

@@ -124,3 +124,16 @@ def test_low_resolution_logits_give_the_same_metrics() -> None:
     assert results[0].keys() == results[1].keys()
     for key in results[0]:
         assert abs(results[0][key] - results[1][key]) < 1e-5, key
+
+
+def test_sliding_tta_evaluation_groups_and_metric_files(tmp_path) -> None:
+    from contrastseg.evaluation import EvalConfig
+
+    dm = _data(val_batch_size=2)
+    module = ContrastSegModule(_net(), num_classes=8, class_groups=dm.class_groups,
+                               evaluation=EvalConfig(mode="slide", crop_size=(48, 48), scales=(1.0, 0.75), flip=True))
+    trainer = _trainer(default_root_dir=str(tmp_path))
+    (result,) = trainer.validate(module, datamodule=dm, verbose=False)
+    assert 0 <= result["val/mIoU"] <= 1 and "val/mIoU_stuff" in result and "val/loss" not in result
+    data = __import__("json").loads((tmp_path / "val_metrics.json").read_text())
+    assert abs(data["mIoU"] - result["val/mIoU"]) < 1e-5 and set(data["group_mIoU"]) == {"stuff", "things", "small"}

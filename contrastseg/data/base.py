@@ -43,6 +43,7 @@ class SegmentationDataModule(LightningDataModule):
     ignore_index: int = 255
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...] | None = None
+    class_groups: dict[str, tuple[int, ...]] = {}  # noqa: RUF012 - read-only default; metrics per group
 
     def __init__(
         self, *, batch_size: int = 8, val_batch_size: int | None = None, num_workers: int = 2,

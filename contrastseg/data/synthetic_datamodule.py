@@ -72,6 +72,7 @@ class SyntheticDataModule(SegmentationDataModule):
     num_classes = SyntheticDataset.num_classes
     class_names = SyntheticDataset.class_names
     palette = SyntheticDataset.palette
+    class_groups = {"stuff": (0, 1, 2), "things": (3, 4, 5), "small": (5, 6, 7)}  # noqa: RUF012
 
     def __init__(
         self, *, num_train: int = 512, num_val: int = 64, image_size: Sequence[int] = (128, 128), seed: int = 0,

@@ -6,14 +6,17 @@ turn the summed matrix into IoU and accuracy live here, tested against a numpy r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import csv
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from rich.table import Table
 from torch import Tensor
 
-__all__ = ["SegScores", "confusion_matrix", "scores_from_confusion", "scores_table"]
+__all__ = ["SegScores", "confusion_matrix", "group_miou", "scores_from_confusion", "scores_table", "write_scores"]
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
@@ -66,6 +69,15 @@ def scores_from_confusion(confmat: Tensor) -> SegScores:
     return SegScores(iou=iou.float(), miou=miou, acc=acc, class_acc=class_acc.float(), support=support.long())
 
 
+def group_miou(scores: SegScores, groups: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """Mean IoU over each group's classes (NaN classes, absent from labels and predictions, are skipped)."""
+    out = {}
+    for name, classes in groups.items():
+        ious = scores.iou[list(classes)] if len(classes) else scores.iou[:0]
+        out[name] = float(ious.nanmean()) if bool((~torch.isnan(ious)).any()) else float("nan")
+    return out
+
+
 def scores_table(scores: SegScores, class_names: Sequence[str], *, title: str = "validation") -> Table:
     """A rich table with one row per class (IoU, accuracy, labelled pixels) and the means."""
     table = Table(title=title, caption=f"mIoU {100 * scores.miou:.2f}   pixel acc {100 * scores.acc:.2f}")
@@ -78,3 +90,25 @@ def scores_table(scores: SegScores, class_names: Sequence[str], *, title: str = 
 
 def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.2f}"  # NaN -> "-"
+
+
+def write_scores(scores: SegScores, groups: Mapping[str, float], class_names: Sequence[str], folder: str | Path,
+                 stage: str, **meta: int) -> Path:
+    """Write ``<stage>_metrics.json`` (everything) and ``<stage>_metrics.csv`` (one row per class) in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    per_class = [{"class": n, "iou": _num(i), "acc": _num(a), "pixels": int(p)} for n, i, a, p in
+                 zip(class_names, scores.iou.tolist(), scores.class_acc.tolist(), scores.support.tolist())]
+    payload = {**meta, "mIoU": _num(scores.miou), "acc": _num(scores.acc),
+               "group_mIoU": {k: _num(v) for k, v in groups.items()}, "per_class": per_class}
+    path = folder / f"{stage}_metrics.json"
+    path.write_text(json.dumps(payload, indent=2))
+    with (folder / f"{stage}_metrics.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["class", "iou", "acc", "pixels"])
+        writer.writeheader()
+        writer.writerows(per_class)
+    return path
+
+
+def _num(value: float) -> float | None:
+    return None if value != value else round(float(value), 6)  # NaN -> null in JSON

@@ -48,3 +48,27 @@ def test_table_lists_every_class() -> None:
     scores = scores_from_confusion(torch.tensor([[5, 1], [2, 3]]))
     table = scores_table(scores, ["road", "car"])
     assert table.row_count == 2
+
+
+def test_group_miou_hand_computed() -> None:
+    from contrastseg.evaluation import group_miou
+
+    # IoUs: class 0 = 5/(7+7-5), class 1 = 3/(5+4-3), class 2 = 0/1 (predicted once, never labelled), class 3 NaN.
+    cm = torch.tensor([[5, 1, 1, 0], [2, 3, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
+    scores = scores_from_confusion(cm)
+    groups = group_miou(scores, {"a": (0, 1), "b": (1, 2), "c": (3,)})
+    assert abs(groups["a"] - (5 / 9 + 3 / 6) / 2) < 1e-6
+    assert abs(groups["b"] - (3 / 6 + 0) / 2) < 1e-6
+    assert groups["c"] != groups["c"]  # NaN: no class of the group seen
+
+
+def test_write_scores(tmp_path) -> None:
+    import json
+
+    from contrastseg.evaluation.metrics import write_scores
+
+    scores = scores_from_confusion(torch.tensor([[5, 1], [2, 3]]))
+    path = write_scores(scores, {"all": scores.miou}, ["road", "car"], tmp_path, "test", epoch=3)
+    data = json.loads(path.read_text())
+    assert data["epoch"] == 3 and abs(data["mIoU"] - scores.miou) < 1e-6 and data["per_class"][1]["class"] == "car"
+    assert (tmp_path / "test_metrics.csv").read_text().splitlines()[0] == "class,iou,acc,pixels"
