@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning import LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.errors import ConfigError, ContrastSegError
@@ -23,6 +24,19 @@ from contrastseg.module import ContrastSegModule
 __all__ = ["ContrastSegCLI", "expand_configs", "main"]
 
 _SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class LoggerSaveConfigCallback(SaveConfigCallback):
+    """Saves ``config.yaml`` in the log folder (Lightning's behaviour) and logs the same resolved config to W&B."""
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        if loggers:
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            for logger in loggers:
+                logger.experiment.config.update(resolved, allow_val_change=True)
 
 
 class ContrastSegCLI(LightningCLI):
@@ -56,9 +70,42 @@ def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> list[str]:
     return out + [yaml.safe_dump(content, sort_keys=False)] if content else out
 
 
+def _merge(base: dict, new: dict) -> dict:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _apply_term_overrides(out: list[str], overrides: dict[str, dict[str, object]]) -> list[str]:
+    """Turn ``--<term>.<option>=value`` (e.g. ``--contrast.lambda_ms=0.05``) into an edit of ``model.losses``.
+
+    jsonargparse cannot address one element of a list from the command line; sweeps need exactly that. The
+    configs given so far are merged, the loss term whose ``init_args.name`` (or default name) matches is edited,
+    and the edited list is appended as one more config.
+    """
+    merged: dict = {}
+    for i, arg in enumerate(out):
+        if arg == "--config" and i + 1 < len(out):
+            text = Path(out[i + 1]).read_text() if out[i + 1].endswith((".yaml", ".yml")) else out[i + 1]
+            _merge(merged, yaml.safe_load(text) or {})
+    losses = ((merged.get("model") or {}).get("losses")) or []
+    defaults = {"MultiScaleContrast": "contrast", "CrossEntropy": "ce"}
+    for name, options in overrides.items():
+        matches = [t for t in losses if isinstance(t, dict) and ((t.get("init_args") or {}).get("name") or
+                   defaults.get(str(t.get("class_path", "")).rsplit(".", 1)[-1])) == name]
+        if not matches:
+            raise ConfigError(f"--{name}.*: no loss term named {name!r} in model.losses of the given configs")
+        matches[0].setdefault("init_args", {}).update(options)
+    return out + ["--config", yaml.safe_dump({"model": {"losses": losses}}, sort_keys=False)]
+
+
 def expand_configs(argv: Sequence[str]) -> list[str]:
-    """Replace every ``--config FILE`` whose YAML has ``extends`` by the chain of configs it stands for."""
+    """Expand ``extends`` chains of ``--config FILE`` and ``--<term>.<option>=value`` loss-term shorthands."""
     out: list[str] = []
+    overrides: dict[str, dict[str, object]] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -66,13 +113,19 @@ def expand_configs(argv: Sequence[str]) -> list[str]:
             files, i = _resolve_extends(Path(argv[i + 1]).resolve()), i + 2
         elif arg.startswith("--config=") and Path(arg[9:]).suffix in (".yaml", ".yml"):
             files, i = _resolve_extends(Path(arg[9:]).resolve()), i + 1
+        elif re.match(r"--(contrast|ce)\.\w+=", arg):
+            key, value = arg[2:].split("=", 1)
+            term, option = key.split(".", 1)
+            overrides.setdefault(term, {})[option] = yaml.safe_load(value)
+            i += 1
+            continue
         else:
             out.append(arg)
             i += 1
             continue
         for f in files:
             out += ["--config", f]
-    return out
+    return _apply_term_overrides(out, overrides) if overrides else out
 
 
 def _one_line(err: BaseException) -> str:
@@ -126,7 +179,8 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
     try:
         return ContrastSegCLI(
             ContrastSegModule, SegmentationDataModule, subclass_mode_data=True, args=expand_configs(argv),
-            save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
+            save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},
         )
     except ArgumentError as err:  # a config/CLI key is unknown, missing or malformed

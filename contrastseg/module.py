@@ -115,6 +115,7 @@ class ContrastSegModule(LightningModule):
         self.no_weight_decay = tuple(no_weight_decay)
         self.class_groups = {k: tuple(v) for k, v in (class_groups or {}).items()}
         self.evaluation = evaluation or EvalConfig()
+        self.last_scores: dict[str, Any] = {}  # the latest SegScores per stage, for callbacks and notebooks
         self.confmats = nn.ModuleDict({
             stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
             for stage in ("val", "test")
@@ -184,6 +185,7 @@ class ContrastSegModule(LightningModule):
         confmat = self.confmats[stage]
         scores = scores_from_confusion(confmat.compute())
         confmat.reset()
+        self.last_scores[stage] = scores
         self.log(f"{stage}/mIoU", scores.miou, sync_dist=False)  # the matrix is already summed over processes
         self.log(f"{stage}/acc", scores.acc, sync_dist=False)
         for name, iou in zip(self.class_names, scores.iou.tolist()):

@@ -1,0 +1,36 @@
+"""A W&B offline run: files written, resolved config logged, tables and overlays after validation."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from contrastseg.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+ARGS = ["--config", str(REPO / "experiments/quickstart_contrastive.yaml"), "--config",
+        str(REPO / "experiments/_wandb.yaml"), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1", "--data.init_args.num_workers=0", "--contrast.lambda_ms=0.3"]
+
+
+def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, capsys) -> None:
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["fit", *ARGS, "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    try:
+        cli = main(["fit", *ARGS])
+        logged = dict(cli.trainer.logger.experiment.config)
+        run_dir = Path(cli.trainer.logger.experiment.dir).parent
+    finally:
+        wandb.finish()
+    for key in ("model", "data", "trainer", "seed_everything"):
+        assert logged[key] == resolved[key], key
+    assert logged["model"]["losses"][1]["init_args"]["lambda_ms"] == 0.3
+    assert list(run_dir.glob("*.wandb")), "the offline run file is written"
+    media = list((run_dir / "files" / "media").rglob("*.png"))
+    assert len(media) >= 4, "prediction overlays of the fixed validation images"
