@@ -175,10 +175,13 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
         from contrastseg.data.check import main as check_main
 
         raise SystemExit(check_main(argv[1:]))
-    prog, sys.argv = sys.argv, sys.argv[:1]  # the expanded arguments replace the command line, not add to it
+    prog = sys.argv
     try:
+        # The expanded command line stands in for sys.argv while the CLI runs, so that DDP's launcher re-executes
+        # in its child processes exactly what this process parsed.
+        sys.argv = [prog[0] if prog else "contrastseg", *expand_configs(argv)]
         return ContrastSegCLI(
-            ContrastSegModule, SegmentationDataModule, subclass_mode_data=True, args=expand_configs(argv),
+            ContrastSegModule, SegmentationDataModule, subclass_mode_data=True, args=None,
             save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},

@@ -186,22 +186,22 @@ class ContrastSegModule(LightningModule):
         scores = scores_from_confusion(confmat.compute())
         confmat.reset()
         self.last_scores[stage] = scores
-        self.log(f"{stage}/mIoU", scores.miou, sync_dist=False)  # the matrix is already summed over processes
-        self.log(f"{stage}/acc", scores.acc, sync_dist=False)
-        for name, iou in zip(self.class_names, scores.iou.tolist()):
-            if iou == iou:  # skip classes absent from labels and predictions (NaN)
-                self.log(f"{stage}/IoU_{name}", iou, sync_dist=False)
+        # The confusion matrix is already summed over processes, so every rank holds the same scores; sync_dist
+        # only averages identical values (and keeps Lightning from warning).
+        metrics = {f"{stage}/mIoU": scores.miou, f"{stage}/acc": scores.acc}
+        metrics |= {f"{stage}/IoU_{n}": v for n, v in zip(self.class_names, scores.iou.tolist()) if v == v}
         groups = group_miou(scores, self.class_groups)
-        for name, value in groups.items():
-            if value == value:
-                self.log(f"{stage}/mIoU_{name}", value, sync_dist=False)
+        metrics |= {f"{stage}/mIoU_{n}": v for n, v in groups.items() if v == v}  # NaN: nothing of the group seen
+        self.log_dict(metrics, sync_dist=True)
+        # trainer.log_dir broadcasts from rank 0: every process must ask, not only rank 0 (or DDP deadlocks).
+        folder = None if self.trainer.sanity_checking else (self.trainer.log_dir or self.trainer.default_root_dir)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             title = f"{stage}, epoch {self.current_epoch}, step {self.global_step}"
             Console().print(scores_table(scores, self.class_names, title=title))
             if groups:
                 Console().print("  ".join(f"mIoU[{k}] {100 * v:.2f}" for k, v in groups.items()))
-            write_scores(scores, groups, self.class_names, self.trainer.log_dir or self.trainer.default_root_dir,
-                         stage, epoch=self.current_epoch, step=self.global_step)
+            write_scores(scores, groups, self.class_names, folder, stage, epoch=self.current_epoch,
+                         step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")

@@ -133,3 +133,15 @@ def test_contrastive_fit_logs_every_term_and_saves_checkpoints(tmp_path: Path) -
     module = ContrastSegModule.load_from_checkpoint(next(tmp_path.rglob("last.ckpt")), map_location="cpu")
     assert module.class_names[0] == "sky" and [t.name for t in module.losses] == ["ce", "contrast"]
     assert len(module.losses[1].projectors) == 4
+
+
+@pytest.mark.timeout(300)
+def test_two_process_ddp_fast_dev_run_with_contrastive_terms(tmp_path: Path) -> None:
+    # Lightning's DDP launcher re-executes the command line in a second process (gloo on CPU); SyncBatchNorm is
+    # GPU-only in PyTorch, so it is not exercised here.
+    result = _run("fit", "--config", str(REPO / "experiments" / "quickstart_contrastive.yaml"),
+                  "--trainer.fast_dev_run=2", "--trainer.strategy=ddp", "--trainer.devices=2",
+                  "--trainer.accelerator=cpu", "--data.init_args.num_workers=0", "--contrast.gather_distributed=true",
+                  f"--trainer.default_root_dir={tmp_path}", timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "GLOBAL_RANK: 1" in result.stderr + result.stdout
