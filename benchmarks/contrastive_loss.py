@@ -4,8 +4,8 @@ Compares ``contrastseg.losses.MultiScaleContrastiveLoss`` with a baseline writte
 a Python loop over (image, class) pairs for the balanced sampler (a host sync per pair) and the plain dense
 InfoNCE (the N x N similarity, its exp and masks kept for autograd). Same inputs, same run.
 
-    python benchmarks/contrastive_loss.py                 # CUDA if available, full paper shapes
-    python benchmarks/contrastive_loss.py --scale 0.25    # scaled-down shapes (CPU)
+    python -m benchmarks.contrastive_loss                 # CUDA if available, full paper shapes
+    python -m benchmarks.contrastive_loss --scale 0.25    # scaled-down shapes (CPU)
 
 Cases (the paper's): Cityscapes-like, batch 8, 512x1024, 19 classes with Cityscapes' pixel imbalance; ADE20K-like,
 batch 16, 512x512, 150 classes; 256-d embeddings at strides 4/8/16/32. ``--scale`` shrinks the image side.
@@ -16,15 +16,12 @@ reports the peak resident-set growth.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import platform
-import resource
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks._harness import in_fresh_process, timed
 from contrastseg.losses import MultiScaleContrastiveLoss, supervised_infonce
 
 STRIDES = (4, 8, 16, 32)
@@ -126,13 +123,7 @@ def _quadratic_inputs(n, device):
     return z, y
 
 
-def _measure(impl, case, scale, device, repeats, queue=None):
-    if queue is not None:
-        try:
-            queue.put(_measure(impl, case, scale, device, repeats))
-        except Exception as err:  # report, don't hang the parent
-            queue.put(err)
-        return None
+def _measure(impl, case, scale, device, repeats):
     torch.manual_seed(0)
     if case[0] == "quadratic":  # Eq. 1-2 alone on N anchors: dense N x N versus blockwise
         z, y = _quadratic_inputs(case[1], device)
@@ -142,42 +133,20 @@ def _measure(impl, case, scale, device, repeats, queue=None):
         emb, labels = _inputs(case, scale, device)
         ours = MultiScaleContrastiveLoss()
         fn = (lambda: ours(emb, labels).total) if impl == "contrastseg" else (lambda: baseline_loss(emb, labels))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    fn().backward()  # warm-up
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/statm") as f:
-            base = int(f.read().split()[1]) * resource.getpagesize()
-    times = []
-    for _ in range(repeats):
+
+    def clear_grads():
         for e in emb:
             e.grad = None
-        sync()
-        t0 = time.perf_counter()
-        fn().backward()
-        sync()
-        times.append(time.perf_counter() - t0)
-    if device == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-    return statistics.median(times) * 1000, max(peak, 0) / 2**20
+
+    seconds, mib = timed(lambda: fn().backward(), device, repeats, before=clear_grads)
+    return seconds * 1000, mib
 
 
 def measure(impl, case, scale, device, repeats):
+    """CUDA in this process; CPU in a fresh process per measurement, so its peak RSS is its own."""
     if device == "cuda":
         return _measure(impl, case, scale, device, repeats)
-    ctx = mp.get_context("spawn")  # a fresh process per measurement, so its peak RSS is its own
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(impl, case, scale, device, repeats, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if isinstance(result, Exception):
-        raise result
-    return result
+    return in_fresh_process(_measure, impl, case, scale, device, repeats)
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Training-step throughput and peak memory of each model family, with and without the contrastive terms.
 
-    python benchmarks/train_step.py                   # CUDA if available: the paper's crops, batch 2 per GPU
-    python benchmarks/train_step.py --scale 0.25      # scaled-down crops (CPU)
+    python -m benchmarks.train_step                   # CUDA if available: the paper's crops, batch 2 per GPU
+    python -m benchmarks.train_step --scale 0.25      # scaled-down crops (CPU)
 
 Each row is one SGD step (forward, CE [+ multi-scale + cross-scale contrast], backward, update) on random images
 with realistic Cityscapes-like labels, median of the repeats; the ratio column is what matters: the cost of adding
@@ -11,14 +11,11 @@ the paper's loss to that model. Memory: ``max_memory_allocated`` on CUDA, peak R
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
-import statistics
-import time
 from functools import partial
 
 import torch
 
+from benchmarks._harness import in_fresh_process, timed
 from contrastseg import ContrastSegModule
 from contrastseg.losses import CrossEntropy, MultiScaleContrast
 from contrastseg.models import DeepLabV3Head, Encoder, HRNetV2Head, OCRHead, SegmentationModel, UPerNetHead
@@ -53,48 +50,16 @@ def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str)
     return step, (h, w)
 
 
-def _measure(family, contrast, scale, batch, device, repeats, queue=None):
-    if queue is not None:
-        try:
-            queue.put(_measure(family, contrast, scale, batch, device, repeats))
-        except Exception as err:  # report, don't hang the parent
-            queue.put(err)
-        return None
+def _measure(family, contrast, scale, batch, device, repeats):
     torch.manual_seed(0)
     step, size = _step_fn(family, contrast, scale, batch, device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    step()
-    step()  # warm-up
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        with open("/proc/self/statm") as f:
-            base = int(f.read().split()[1]) * resource.getpagesize()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
-    return statistics.median(times), max(peak, 0) / 2**20, size
+    seconds, mib = timed(step, device, repeats, warmup=2)
+    return seconds, mib, size
 
 
 def measure(*args):
-    if args[4] == "cuda":
-        return _measure(*args)
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    if isinstance(result, Exception):
-        raise result
-    return result
+    """CUDA in this process; CPU in a fresh process per measurement, so its peak RSS is its own."""
+    return _measure(*args) if args[4] == "cuda" else in_fresh_process(_measure, *args)
 
 
 def main() -> None:

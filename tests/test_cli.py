@@ -11,7 +11,7 @@ import yaml
 from contrastseg.cli import expand_configs, main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (REPO / "experiments").rglob("*.yaml") if not p.name.startswith("_"))
+CONFIGS = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not p.name.startswith("_"))  # sweeps/ are W&B files
 ENTRY = Path(sys.executable).with_name("contrastseg")  # the installed console script
 
 

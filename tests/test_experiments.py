@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contrastseg.cli import expand_configs, main
+from contrastseg.cli import _merge, expand_configs, main
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not p.name.startswith("_"))
@@ -18,14 +18,6 @@ def _resolved(config: Path) -> dict:
     for arg in expand_configs(["--config", str(config)])[1::2]:
         _merge(merged, yaml.safe_load(Path(arg).read_text() if arg.endswith(".yaml") else arg))
     return merged
-
-
-def _merge(base: dict, new: dict) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
-        else:
-            base[k] = v
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
