@@ -43,7 +43,7 @@ class ContrastSegCLI(LightningCLI):
     """LightningCLI whose model receives ``num_classes``, ``ignore_index`` and ``class_names`` from the data."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for key in ("num_classes", "ignore_index", "class_names", "class_groups"):
+        for key in ("num_classes", "ignore_index", "class_names", "class_groups", "palette"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
 
@@ -175,6 +175,10 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
         from contrastseg.data.check import main as check_main
 
         raise SystemExit(check_main(argv[1:]))
+    if argv[:1] == ["predict-folder"]:
+        from contrastseg.predict import main as predict_main
+
+        raise SystemExit(predict_main(argv[1:]))
     prog = sys.argv
     try:
         # The expanded command line stands in for sys.argv while the CLI runs, so that DDP's launcher re-executes

@@ -62,6 +62,7 @@ class ContrastSegModule(LightningModule):
             ``["norm", "absolute_pos_embed", "relative_position_bias_table"]``); also applies to loss terms.
         class_groups: named groups of class indices with their own mIoU (linked from the data module: Cityscapes
             categories, CaDIS anatomies / instruments / rare), logged as ``val/mIoU_<group>``.
+        palette: one RGB colour per class for visualisations (linked from the data module; saved in checkpoints).
         evaluation: how validate/test/predict infer (whole image, sliding windows, multi-scale + flip); see
             :class:`~contrastseg.evaluation.EvalConfig`. Scores and per-class tables are also written as
             ``<stage>_metrics.json`` / ``.csv`` in the run's log folder.
@@ -85,6 +86,7 @@ class ContrastSegModule(LightningModule):
         no_weight_decay: Sequence[str] = (),
         class_groups: dict[str, Sequence[int]] | None = None,
         evaluation: EvalConfig | None = None,
+        palette: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=_hparams_ignore(net=net, losses=losses, optimizer=optimizer,
@@ -115,6 +117,7 @@ class ContrastSegModule(LightningModule):
         self.no_weight_decay = tuple(no_weight_decay)
         self.class_groups = {k: tuple(v) for k, v in (class_groups or {}).items()}
         self.evaluation = evaluation or EvalConfig()
+        self.palette = [tuple(int(v) for v in c) for c in palette] if palette else None
         self.last_scores: dict[str, Any] = {}  # the latest SegScores per stage, for callbacks and notebooks
         self.confmats = nn.ModuleDict({
             stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)

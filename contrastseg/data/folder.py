@@ -100,6 +100,7 @@ class FolderDataModule(SegmentationDataModule):
             raise DataError(f"class_names has {len(class_names)} entries but num_classes is {num_classes}")
         self.root, self.num_classes = root, num_classes
         self.class_names = self._names(class_names, num_classes)
+        self.palette = default_palette(num_classes)
         self.crop_size, self.scale_range = tuple(crop_size), tuple(scale_range)
         self.splits = {"train": train_split, "val": val_split, "test": test_split or val_split}
         self.dataset_kwargs = dict(num_classes=num_classes, image_dir=image_dir, mask_dir=mask_dir,

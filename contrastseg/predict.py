@@ -1,0 +1,97 @@
+"""``contrastseg predict-folder``: colourised masks (and overlays) for a folder of images, from a checkpoint.
+
+    contrastseg predict-folder runs/.../best.ckpt my_images/ predictions/ --overlay
+    contrastseg predict-folder best.ckpt imgs/ out/ --eval '{mode: slide, crop_size: [512, 1024], flip: true}'
+
+For every image it writes ``<stem>_labels.png`` (class indices), ``<stem>_color.png`` (the dataset palette) and
+with ``--overlay`` ``<stem>_overlay.jpg`` (prediction blended over the image). The palette comes from the data
+module the checkpoint was trained with (a fixed palette otherwise); evaluation options as ``model.evaluation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+
+from contrastseg.data.dataset import default_palette, read_image
+from contrastseg.data.folder import IMAGE_SUFFIXES
+from contrastseg.data.transforms import to_tensors
+from contrastseg.errors import ConfigError, ContrastSegError, DataError
+from contrastseg.evaluation.inference import EvalConfig
+from contrastseg.models.segmentation import predict_classes
+from contrastseg.module import ContrastSegModule
+
+__all__ = ["colourise", "main", "predict_folder"]
+
+
+def colourise(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Class map ``(H, W)`` -> RGB ``(H, W, 3)``; 255 (ignore) is black."""
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(palette)] = palette
+    return table[labels]
+
+
+def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Path, *, overlay: bool = False,
+                   alpha: float = 0.5, evaluation: EvalConfig | None = None, device: str | None = None) -> list[Path]:
+    """Predict every image of ``images`` and write label, colour (and overlay) files to ``output``."""
+    checkpoint, images, output = Path(checkpoint), Path(images), Path(output)
+    if not checkpoint.is_file():
+        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    if not images.is_dir():
+        raise DataError(f"image folder {images} does not exist")
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    module = ContrastSegModule.load_from_checkpoint(checkpoint, map_location=device).eval()
+    if evaluation is not None:
+        module.evaluation = evaluation
+    palette = np.asarray(module.palette or default_palette(module.num_classes), dtype=np.uint8)
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    with torch.no_grad():
+        for path in files:
+            image = read_image(path)
+            x, _ = to_tensors(image, np.zeros(image.shape[:2], np.uint8))
+            scores = module.predict_scores(x[None].to(module.device))
+            labels = predict_classes(scores, image.shape[:2])[0].cpu().numpy().astype(np.uint8)
+            colour = colourise(labels, palette)
+            cv2.imwrite(str(output / f"{path.stem}_labels.png"), labels)
+            cv2.imwrite(str(output / f"{path.stem}_color.png"), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
+            written.append(output / f"{path.stem}_color.png")
+            if overlay:
+                blend = (image * (1 - alpha) + colour * alpha).astype(np.uint8)
+                cv2.imwrite(str(output / f"{path.stem}_overlay.jpg"), cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="contrastseg predict-folder", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint")
+    parser.add_argument("images")
+    parser.add_argument("output")
+    parser.add_argument("--overlay", action="store_true")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--eval", default=None, help="YAML of EvalConfig, e.g. '{mode: slide, crop_size: [512, 512]}'")
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    try:
+        evaluation = EvalConfig(**yaml.safe_load(args.eval)) if args.eval else None
+        written = predict_folder(args.checkpoint, args.images, args.output, overlay=args.overlay, alpha=args.alpha,
+                                 evaluation=evaluation, device=args.device)
+    except (ContrastSegError, ValueError, TypeError) as err:
+        print(f"contrastseg: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(written)} prediction(s) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from contrastseg.cli import main
+from contrastseg.data import SYNTHETIC_CLASSES, render_scene
+from contrastseg.data.synthetic import SYNTHETIC_PALETTE
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("run")
+    main(["fit", "--config", str(REPO / "experiments/quickstart.yaml"), "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", "--data.init_args.num_workers=0",
+          f"--trainer.logger.init_args.save_dir={root}"])
+    return next(root.rglob("last.ckpt"))
+
+
+def test_predict_folder_writes_colour_masks_and_overlays(checkpoint: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, size in enumerate([(96, 128), (70, 90)]):  # any size
+        image, _ = render_scene(np.random.default_rng(i), *size)
+        cv2.imwrite(str(images / f"scene{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict-folder", str(checkpoint), str(images), str(tmp_path / "out"), "--overlay"])
+    assert exit_info.value.code == 0
+    labels = cv2.imread(str(tmp_path / "out/scene1_labels.png"), cv2.IMREAD_UNCHANGED)
+    colour = cv2.cvtColor(cv2.imread(str(tmp_path / "out/scene1_color.png")), cv2.COLOR_BGR2RGB)
+    assert labels.shape == (70, 90) and labels.max() < len(SYNTHETIC_CLASSES)
+    np.testing.assert_array_equal(colour, np.asarray(SYNTHETIC_PALETTE, np.uint8)[labels])  # the dataset's palette
+    assert (tmp_path / "out/scene0_overlay.jpg").is_file()
+
+
+def test_predict_folder_errors(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict-folder", str(checkpoint), str(tmp_path / "nowhere"), str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "image folder" in capsys.readouterr().err
