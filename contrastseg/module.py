@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -246,6 +248,31 @@ class ContrastSegModule(LightningModule):
                 f"label value {value}{where} is outside 0..{self.num_classes - 1} (ignore {self.ignore_index}): "
                 f"num_classes={self.num_classes} disagrees with the labels"
             )
+
+    # ------------------------------------------------------------------ exact resumption
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Random streams (augmentation, shuffling, anchor sampling) continue where they were after a resume.
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading still works
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_rng = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        states = getattr(self, "_pending_rng", None)
+        if states and self.trainer.world_size == 1:  # under DDP each rank's streams differ; they are not saved
+            torch.set_rng_state(states["torch"])
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(states["python"])
+            if states.get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
+        self._pending_rng = None
 
     # ------------------------------------------------------------------ optimisation
 
