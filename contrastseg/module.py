@@ -204,7 +204,7 @@ class ContrastSegModule(LightningModule):
             title = f"{stage}, epoch {self.current_epoch}, step {self.global_step}"
             Console().print(scores_table(scores, self.class_names, title=title))
             if groups:
-                Console().print("  ".join(f"mIoU[{k}] {100 * v:.2f}" for k, v in groups.items()))
+                Console().print("  ".join(f"mIoU {k}: {100 * v:.2f}" for k, v in groups.items()), markup=False)
             write_scores(scores, groups, self.class_names, folder, stage, epoch=self.current_epoch,
                          step=self.global_step)
 
