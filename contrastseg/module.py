@@ -199,14 +199,16 @@ class ContrastSegModule(LightningModule):
         metrics |= {f"{stage}/mIoU_{n}": v for n, v in groups.items() if v == v}  # NaN: nothing of the group seen
         self.log_dict(metrics, sync_dist=True)
         # trainer.log_dir broadcasts from rank 0: every process must ask, not only rank 0 (or DDP deadlocks).
-        folder = None if self.trainer.sanity_checking else (self.trainer.log_dir or self.trainer.default_root_dir)
+        # Without a logger there is no run folder, and nothing is written.
+        folder = None if self.trainer.sanity_checking or not self.trainer.loggers else self.trainer.log_dir
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             title = f"{stage}, epoch {self.current_epoch}, step {self.global_step}"
             Console().print(scores_table(scores, self.class_names, title=title))
             if groups:
                 Console().print("  ".join(f"mIoU {k}: {100 * v:.2f}" for k, v in groups.items()), markup=False)
-            write_scores(scores, groups, self.class_names, folder, stage, epoch=self.current_epoch,
-                         step=self.global_step)
+            if folder is not None:
+                write_scores(scores, groups, self.class_names, folder, stage, epoch=self.current_epoch,
+                             step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")

@@ -132,8 +132,11 @@ def test_sliding_tta_evaluation_groups_and_metric_files(tmp_path) -> None:
     dm = _data(val_batch_size=2)
     module = ContrastSegModule(_net(), num_classes=8, class_groups=dm.class_groups,
                                evaluation=EvalConfig(mode="slide", crop_size=(48, 48), scales=(1.0, 0.75), flip=True))
-    trainer = _trainer(default_root_dir=str(tmp_path))
+    from lightning.pytorch.loggers import CSVLogger
+
+    trainer = Trainer(accelerator="cpu", devices=1, logger=CSVLogger(str(tmp_path), name="run", version=0),
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     (result,) = trainer.validate(module, datamodule=dm, verbose=False)
     assert 0 <= result["val/mIoU"] <= 1 and "val/mIoU_stuff" in result and "val/loss" not in result
-    data = __import__("json").loads((tmp_path / "val_metrics.json").read_text())
+    data = __import__("json").loads((tmp_path / "run" / "version_0" / "val_metrics.json").read_text())
     assert abs(data["mIoU"] - result["val/mIoU"]) < 1e-5 and set(data["group_mIoU"]) == {"stuff", "things", "small"}
