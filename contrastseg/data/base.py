@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +57,22 @@ class SegmentationDataModule(LightningDataModule):
         self.pin_memory = pin_memory and torch.cuda.is_available()  # pinning without a GPU only warns
         self.persistent_workers = persistent_workers and num_workers > 0
         self.datasets: dict[str, Dataset] = {}
+
+    _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+    def make_dataset(self, split: str, transform: Any = None) -> Dataset:  # pragma: no cover - abstract
+        """The dataset behind loader key ``split`` (``train``/``val``/``test``); subclasses implement it."""
+        raise NotImplementedError
+
+    def train_transform(self) -> Any:
+        """The augmentation of the training split (``None``: none)."""
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets the stage needs, once each."""
+        for key in self._STAGE_SPLITS.get(stage or "fit", ("train", "val", "test")):
+            if key not in self.datasets:
+                self.datasets[key] = self.make_dataset(key, self.train_transform() if key == "train" else None)
 
     def _loader(self, split: str, *, train: bool) -> DataLoader:
         if split not in self.datasets:

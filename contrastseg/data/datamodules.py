@@ -71,17 +71,12 @@ class DatasetDataModule(SegmentationDataModule):
         self.class_groups = dict(cls.class_groups)
 
     def make_dataset(self, split: str, transform: Any = None) -> SegmentationDataset:
-        """The dataset of one split (override to pass extra options)."""
-        return self.dataset_class(self.root, split, transform)
+        """The dataset behind loader key ``split`` (override to pass extra options)."""
+        return self.dataset_class(self.root, self.splits[split], transform)
 
-    def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for key in wanted.get(stage or "fit", ("train", "val", "test")):
-            if key not in self.datasets:
-                transform = (PaperTrainTransform(self.crop_size, scale_range=self.scale_range,
-                                                 cat_max_ratio=self.cat_max_ratio, ignore_index=self.ignore_index)
-                             if key == "train" else None)
-                self.datasets[key] = self.make_dataset(self.splits[key], transform)
+    def train_transform(self) -> PaperTrainTransform:
+        return PaperTrainTransform(self.crop_size, scale_range=self.scale_range, cat_max_ratio=self.cat_max_ratio,
+                                   ignore_index=self.ignore_index)
 
     def train_dataloader(self) -> DataLoader:
         if self.repeat_factor_threshold is None:
@@ -144,4 +139,4 @@ class CaDISDataModule(DatasetDataModule):
         self.class_groups = {"anatomies": (0, 4, 5, 6), "others": (1, 2, 3), "instruments": tuple(range(7, len(names)))}
 
     def make_dataset(self, split: str, transform: Any = None) -> SegmentationDataset:
-        return CaDISDataset(self.root, split, transform, task=self.task)
+        return CaDISDataset(self.root, self.splits[split], transform, task=self.task)

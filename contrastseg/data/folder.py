@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.data.dataset import SegmentationDataset, build_lut, default_palette, require_dir
-from contrastseg.data.transforms import Transform, train_transform
+from contrastseg.data.transforms import PaperTrainTransform, Transform, train_transform
 from contrastseg.errors import DataError
 
 __all__ = ["FolderDataModule", "FolderDataset"]
@@ -106,10 +107,8 @@ class FolderDataModule(SegmentationDataModule):
         self.dataset_kwargs = dict(num_classes=num_classes, image_dir=image_dir, mask_dir=mask_dir,
                                    mask_suffix=mask_suffix, label_map=label_map, class_names=self.class_names)
 
-    def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for key in wanted.get(stage or "fit", ("train", "val", "test")):
-            if key not in self.datasets:
-                transform = train_transform(self.crop_size, scale_range=self.scale_range) if key == "train" else None
-                self.datasets[key] = FolderDataset(self.root, self.splits[key], transform=transform,
-                                                   **self.dataset_kwargs)
+    def make_dataset(self, split: str, transform: Any = None) -> FolderDataset:
+        return FolderDataset(self.root, self.splits[split], transform=transform, **self.dataset_kwargs)
+
+    def train_transform(self) -> PaperTrainTransform:
+        return train_transform(self.crop_size, scale_range=self.scale_range)

@@ -84,14 +84,12 @@ class SyntheticDataModule(SegmentationDataModule):
         self.num_train, self.num_val, self.image_size, self.seed, self.hflip = (
             num_train, num_val, tuple(image_size), seed, hflip)
 
-    def setup(self, stage: str | None = None) -> None:
-        flip = _hflip if self.hflip else None
-        kw = {"image_size": self.image_size, "seed": self.seed}
-        self.datasets = {
-            "train": SyntheticDataset("train", num_samples=self.num_train, transform=flip, **kw),
-            "val": SyntheticDataset("val", num_samples=self.num_val, **kw),
-            "test": SyntheticDataset("test", num_samples=self.num_val, **kw),
-        }
+    def make_dataset(self, split: str, transform: Any = None) -> SyntheticDataset:
+        n = self.num_train if split == "train" else self.num_val
+        return SyntheticDataset(split, num_samples=n, image_size=self.image_size, seed=self.seed, transform=transform)
+
+    def train_transform(self) -> Any:
+        return _hflip if self.hflip else None
 
 
 def _hflip(*, image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:

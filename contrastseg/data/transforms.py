@@ -22,8 +22,11 @@ Transform = Callable[..., dict[str, Any]]
 def train_transform(
     crop_size: Sequence[int], *, scale_range: Sequence[float] = (0.5, 2.0), hflip: float = 0.5,
     color_jitter: bool = True,
-) -> A.Compose:
+) -> PaperTrainTransform:
     """Random scale, pad (image 0, mask 255), random crop, horizontal flip and colour jitter.
+
+    :class:`PaperTrainTransform` without aspect jitter and without class-ratio crop retries (one augmentation
+    implementation for every data module).
 
     Args:
         crop_size: ``(height, width)`` of the training crop.
@@ -31,18 +34,8 @@ def train_transform(
         hflip: probability of a horizontal flip.
         color_jitter: brightness/contrast/saturation in [2/3, 1.5] and hue +-0.05, as the authors trained.
     """
-    h, w = int(crop_size[0]), int(crop_size[1])
-    lo, hi = float(scale_range[0]), float(scale_range[1])
-    ops: list[Any] = [
-        A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0),
-        A.PadIfNeeded(min_height=h, min_width=w, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=255),
-        A.RandomCrop(height=h, width=w),
-        A.HorizontalFlip(p=hflip),
-    ]
-    if color_jitter:
-        ops.append(A.ColorJitter(brightness=(2 / 3, 1.5), contrast=(2 / 3, 1.5), saturation=(2 / 3, 1.5),
-                                 hue=0.05, p=1.0))
-    return A.Compose(ops)
+    return PaperTrainTransform(crop_size, scale_range=scale_range, aspect_range=(1.0, 1.0), cat_max_ratio=1.0,
+                               crop_tries=1, hflip=hflip, color_jitter=color_jitter)
 
 
 def to_tensors(
