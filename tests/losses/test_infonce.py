@@ -74,3 +74,12 @@ def test_bf16_autocast_computes_in_float32() -> None:
         loss = supervised_infonce(anchors.bfloat16(), labels)
     assert loss.dtype == torch.float32
     torch.testing.assert_close(loss, ref, rtol=2e-2, atol=2e-2)
+
+
+def test_benchmark_baseline_matches_equation() -> None:
+    anchors, labels = torch.randn(30, 8), torch.randint(0, 4, (30,))
+    contrast, contrast_labels = torch.randn(20, 8), torch.randint(0, 4, (20,))
+    torch.testing.assert_close(infonce_dense(anchors, labels).double(), infonce_loops(anchors, labels),
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(infonce_dense(anchors, labels, contrast, contrast_labels).double(),
+                               infonce_loops(anchors, labels, contrast, contrast_labels), rtol=1e-5, atol=1e-6)
