@@ -73,6 +73,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``contrastseg predict-folder CKPT IMAGES OUT [--overlay] [--eval YAML]``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="contrastseg predict-folder", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint")
     parser.add_argument("images")

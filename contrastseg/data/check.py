@@ -44,6 +44,7 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """No problem was found."""
         return not self.problems
 
 
@@ -96,6 +97,7 @@ def check_dataset(dataset: str, root: str, *, splits: Sequence[str] | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``contrastseg check-data DATASET ROOT [--splits ...] [--task N]``; returns the exit status (1: problems)."""
     parser = argparse.ArgumentParser(prog="contrastseg check-data", description=__doc__.splitlines()[0])
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("root")
