@@ -27,15 +27,9 @@ from contrastseg.errors import ConfigError, ContrastSegError, DataError
 from contrastseg.evaluation.inference import EvalConfig
 from contrastseg.models.segmentation import predict_classes
 from contrastseg.module import ContrastSegModule
+from contrastseg.viz.masks import colourise, overlay
 
-__all__ = ["colourise", "main", "predict_folder"]
-
-
-def colourise(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Class map ``(H, W)`` -> RGB ``(H, W, 3)``; 255 (ignore) is black."""
-    table = np.zeros((256, 3), np.uint8)
-    table[: len(palette)] = palette
-    return table[labels]
+__all__ = ["main", "predict_folder"]
 
 
 def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Path, *, overlay: bool = False,
@@ -67,7 +61,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
             cv2.imwrite(str(output / f"{path.stem}_color.png"), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
             written.append(output / f"{path.stem}_color.png")
             if overlay:
-                blend = (image * (1 - alpha) + colour * alpha).astype(np.uint8)
+                blend = overlay(image, labels, palette, alpha=alpha)
                 cv2.imwrite(str(output / f"{path.stem}_overlay.jpg"), cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
     return written
 

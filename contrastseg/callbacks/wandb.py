@@ -9,8 +9,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
-from contrastseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from contrastseg.models.segmentation import predict_classes
+from contrastseg.viz.masks import denormalize
 
 __all__ = ["WandbMedia"]
 
@@ -58,8 +58,7 @@ class WandbMedia(Callback):
                 image = item["image"][None].to(pl_module.device)
                 scores = pl_module.predict_scores(image)  # type: ignore[operator]
                 pred = predict_classes(scores, image.shape[-2:])[0].cpu().numpy().astype(np.uint8)
-                rgb = item["image"] * torch.tensor(IMAGENET_STD).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-                rgb = (rgb.clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)  # (3, H, W) -> (H, W, 3)
+                rgb = denormalize(item["image"])
                 masks = {"prediction": {"mask_data": pred, "class_labels": labels},
                          "ground_truth": {"mask_data": item["mask"].numpy().astype(np.uint8), "class_labels": labels}}
                 out.append(wandb.Image(rgb, masks=masks, caption=str(item.get("name", i))))
