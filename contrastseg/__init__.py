@@ -4,9 +4,11 @@ Pissas, Ravasio, Da Cruz, Bergeles, "Multi-scale and Cross-scale Contrastive Lea
 Segmentation", ECCV 2022, as a PyTorch Lightning library.
 """
 
-from contrastseg.errors import ConfigError, ContrastSegError, DataError
+from contrastseg.errors import ConfigError, ContrastSegError, DataError, NonFiniteLossError
 from contrastseg.module import ContrastSegModule
 
 __version__ = "0.1.0"
 
-__all__ = ["ConfigError", "ContrastSegError", "ContrastSegModule", "DataError", "__version__"]
+__all__ = [
+    "ConfigError", "ContrastSegError", "ContrastSegModule", "DataError", "NonFiniteLossError", "__version__",
+]

@@ -8,6 +8,7 @@ short diffs over ``experiments/_defaults.yaml``.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from argparse import ArgumentError
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.errors import ConfigError, ContrastSegError
@@ -190,6 +192,9 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
             auto_configure_optimizers=False,
             parser_kwargs={"exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},
         )
+    except SIGTERMException:  # Lightning finished the batch and LastCheckpoint saved; a pre-empted job, not a success
+        print("contrastseg: stopped by SIGTERM; last.ckpt was saved: continue with --ckpt_path last", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except ArgumentError as err:  # a config/CLI key is unknown, missing or malformed
         print(f"contrastseg: error: {_condense(str(err))}\n(see: contrastseg {' '.join(argv[:1])} --help)",
               file=sys.stderr)

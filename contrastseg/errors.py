@@ -13,3 +13,7 @@ class ConfigError(ContrastSegError, ValueError):
 
 class DataError(ContrastSegError, ValueError):
     """A dataset on disk is missing, incomplete or holds unexpected values; the message names the file."""
+
+
+class NonFiniteLossError(ContrastSegError, FloatingPointError):
+    """A training loss was NaN or infinite; the message names the step, the terms and the batch's files."""

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from lightning import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from rich.console import Console
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from contrastseg.errors import ConfigError, DataError
+from contrastseg.errors import ConfigError, DataError, NonFiniteLossError
 from contrastseg.evaluation.inference import EvalConfig, infer
 from contrastseg.evaluation.metrics import group_miou, scores_from_confusion, scores_table, write_scores
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
@@ -68,6 +69,11 @@ class ContrastSegModule(LightningModule):
         evaluation: how validate/test/predict infer (whole image, sliding windows, multi-scale + flip); see
             :class:`~contrastseg.evaluation.EvalConfig`. Scores and per-class tables are also written as
             ``<stage>_metrics.json`` / ``.csv`` in the run's log folder.
+        nonfinite: what a NaN or infinite training loss does, checked before the backward pass so the weights
+            are never touched by it: ``"raise"`` stops the run with :class:`~contrastseg.errors.NonFiniteLossError`
+            naming the step, the terms and the batch's files (``LastCheckpoint`` then saves the intact weights);
+            ``"skip"`` skips the batch on every process with a warning (counted in ``train/skipped_batches``);
+            ``"ignore"`` does not check (saves one host synchronisation per step).
 
     Example:
         >>> from contrastseg.models import Encoder, SegmentationModel
@@ -89,6 +95,7 @@ class ContrastSegModule(LightningModule):
         class_groups: dict[str, Sequence[int]] | None = None,
         evaluation: EvalConfig | None = None,
         palette: Sequence[Sequence[int]] | None = None,
+        nonfinite: str = "raise",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=_hparams_ignore(net=net, losses=losses, optimizer=optimizer,
@@ -97,6 +104,9 @@ class ContrastSegModule(LightningModule):
             raise ConfigError(f"model.num_classes must be >= 1, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:
             raise ConfigError(f"model.class_names has {len(class_names)} names but num_classes is {num_classes}")
+        if nonfinite not in ("raise", "skip", "ignore"):
+            raise ConfigError(f"model.nonfinite must be 'raise', 'skip' or 'ignore', got {nonfinite!r}")
+        self.nonfinite, self.skipped_batches = nonfinite, 0
         if scheduler_interval not in ("step", "epoch"):
             raise ConfigError(f"model.scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         self.num_classes, self.ignore_index = num_classes, ignore_index
@@ -146,13 +156,53 @@ class ContrastSegModule(LightningModule):
             logs.update({k: v.detach() for k, v in result.logs.items()})
         return total, logs
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if self.nonfinite != "ignore":
+            self._backup_buffers()
         output = self(batch["image"])
         loss, logs = self.compute_loss(output, batch["mask"])
         bs = batch["image"].shape[0]
+        if self.nonfinite != "ignore" and not self._finite(loss, logs, batch, batch_idx):
+            return None  # Lightning skips backward and the optimiser step
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict({f"train/loss_{k}": v for k, v in logs.items()}, batch_size=bs)
         return loss
+
+    def _state_buffers(self) -> list[Tensor]:
+        """Buffers a forward pass changes (BatchNorm statistics, warm-up counters); not the metric states."""
+        return [b for n, b in self.named_buffers() if not n.startswith("confmats.")]
+
+    def _backup_buffers(self) -> None:
+        buffers = self._state_buffers()
+        backup = getattr(self, "_buffer_backup", None)
+        if backup is None or len(backup) != len(buffers) or backup[0].device != buffers[0].device:
+            self._buffer_backup = [b.detach().clone() for b in buffers]
+        else:
+            torch._foreach_copy_(backup, buffers)  # one fused copy; the buffers are small
+
+    def _restore_buffers(self) -> None:
+        with torch.no_grad():
+            torch._foreach_copy_(self._state_buffers(), self._buffer_backup)
+
+    def _finite(self, loss: Tensor, logs: dict[str, Tensor], batch: dict[str, Any], batch_idx: int) -> bool:
+        finite = torch.isfinite(loss.detach()).float()
+        if self._trainer is not None and self.trainer.world_size > 1:  # every process must skip, or DDP hangs
+            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
+        if bool(finite):  # the one host synchronisation of the check
+            return True
+        self._restore_buffers()  # the forward pass already moved BatchNorm statistics (possibly to NaN)
+        bad = [f"{k}={float(v):g}" for k, v in logs.items() if not bool(torch.isfinite(v).all())]
+        names = batch.get("name")
+        where = f"; batch files: {list(names)[:8]}" if names is not None else ""
+        message = (f"non-finite training loss {float(loss.detach()):g} at step {self.global_step} (epoch {self.current_epoch}, "
+                   f"batch {batch_idx}); terms: {', '.join(bad) or 'on another process'}{where}")
+        if self.nonfinite == "raise":
+            raise NonFiniteLossError(message + ". Weights and statistics are as before this batch. Lower the learning rate, "
+                                     "check these labels, or set model.nonfinite=skip to skip such batches")
+        self.skipped_batches += 1
+        rank_zero_warn(message + f"; batch skipped ({self.skipped_batches} so far)")
+        self.log("train/skipped_batches", float(self.skipped_batches), batch_size=batch["image"].shape[0])
+        return False
 
     def _plain_eval(self) -> bool:
         e = self.evaluation

@@ -1,5 +1,6 @@
-"""Callbacks for side jobs only (they cannot change the loss): W&B media."""
+"""Callbacks for side jobs only (they cannot change the loss): fault-tolerant checkpoints, W&B media."""
 
+from contrastseg.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint
 from contrastseg.callbacks.wandb import WandbMedia
 
-__all__ = ["WandbMedia"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "WandbMedia"]

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from contrastseg.data.resumable import ResumableSampler, SeededItems, files_being_read, reading_table
 from contrastseg.errors import DataError
 
 __all__ = ["SegmentationDataModule", "check_mask_values"]
@@ -38,6 +40,8 @@ class SegmentationDataModule(LightningDataModule):
         num_workers: loader worker processes.
         pin_memory: pin host memory for faster host-to-GPU copies.
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
+        seed: seed of the training order and of the per-item augmentation (see
+            :mod:`contrastseg.data.resumable`); a run stopped mid-epoch resumes with the same remaining batches.
     """
 
     num_classes: int
@@ -48,9 +52,13 @@ class SegmentationDataModule(LightningDataModule):
 
     def __init__(
         self, *, batch_size: int = 8, val_batch_size: int | None = None, num_workers: int = 2,
-        pin_memory: bool = True, persistent_workers: bool = True,
+        pin_memory: bool = True, persistent_workers: bool = True, seed: int = 0,
     ) -> None:
         super().__init__()
+        self.seed = seed
+        self._resume: dict[str, int] = {}
+        self._train_sampler: ResumableSampler | None = None
+        self._reading: dict[str, torch.Tensor | None] = {}  # per split: what each loader worker is reading
         self.batch_size = batch_size
         self.val_batch_size = batch_size if val_batch_size is None else val_batch_size
         self.num_workers = num_workers
@@ -74,23 +82,91 @@ class SegmentationDataModule(LightningDataModule):
             if key not in self.datasets:
                 self.datasets[key] = self.make_dataset(key, self.train_transform() if key == "train" else None)
 
-    def _loader(self, split: str, *, train: bool) -> DataLoader:
+    def _dataset(self, split: str) -> Dataset:
         if split not in self.datasets:
             raise DataError(f"{type(self).__name__} has no {split!r} split (available: {sorted(self.datasets)})")
+        return self.datasets[split]
+
+    def _tracked(self, split: str) -> SeededItems:
+        self._reading[split] = reading_table(self.num_workers)
+        return SeededItems(self._dataset(split), self._reading[split])
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Name the file a loader worker was reading when it died (PyTorch reports only the worker's pid)."""
+        # PyTorch reports a dead worker as a RuntimeError, or first as a broken pipe to it, depending on the race.
+        died = isinstance(exception, RuntimeError) and "DataLoader worker" in str(exception)
+        if not (died or isinstance(exception, (ConnectionError, EOFError))):
+            return
+        files = [f"{f} ({split})" for split, table in self._reading.items() for f in files_being_read(table)]
+        message = (f"a data loader worker died while reading {', '.join(files)}" if files else
+                   "a data loader worker died, not while reading an item (in collation or at start-up)")
+        message += "; a crash in an image decoder or running out of memory are the usual causes"
+        print(f"contrastseg: error: {message}", file=sys.stderr)
+        if hasattr(exception, "add_note"):  # Python 3.11+: shown with the traceback
+            exception.add_note(message)
+
+    def _loader(self, split: str) -> DataLoader:
+        # An own generator: creating a loader iterator draws worker seeds from it, never from the global RNG
+        # that the training step uses (so a resumed run's random streams match an uninterrupted one's).
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size if train else self.val_batch_size, shuffle=train,
-            drop_last=train, num_workers=self.num_workers, pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
+            self._tracked(split), batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers,
+            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, generator=torch.Generator(),
         )
 
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.world_size, trainer.global_rank
+        initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+        return (torch.distributed.get_world_size(), torch.distributed.get_rank()) if initialized else (1, 0)
+
+    def _current_epoch(self) -> int | None:
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else int(trainer.current_epoch)
+
+    def train_sampler(self, dataset: Dataset, num_replicas: int, rank: int) -> Any:
+        """This process's share of each epoch, a function of ``set_epoch`` only (override for other orders)."""
+        return DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=self.seed)
+
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        """Shuffled, seeded per epoch, augmentation seeded per item; resumes mid-epoch (see :meth:`state_dict`)."""
+        dataset = self._dataset("train")
+        world, rank = self._world()
+        sampler = ResumableSampler(self.train_sampler(dataset, world, rank), seed=self.seed, rank=rank,
+                                   epoch_fn=self._current_epoch)
+        self._train_sampler = sampler
+        if self._resume:
+            epoch, done = self._resume["epoch"], self._resume["items_done"]
+            sampler.inner.set_epoch(epoch)
+            if done + self.batch_size > len(sampler.inner):  # no full batch left (drop_last): the next epoch
+                epoch, done = epoch + 1, 0
+            sampler.resume(epoch, done)
+            self._resume = {}
+        return DataLoader(
+            self._tracked("train"), batch_size=self.batch_size, sampler=sampler, drop_last=True,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
+            generator=torch.Generator(),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where training is in the data: the epoch and how many of this process's items it has trained on."""
+        trainer, sampler = getattr(self, "trainer", None), getattr(self, "_train_sampler", None)
+        if trainer is None or sampler is None:
+            return {}
+        # The sampler's epoch is the one whose data the batch counter refers to (trainer.current_epoch already
+        # moves on when an epoch ends); the counter holds the batches whose optimisation step has run.
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": sampler.epoch, "items_done": int(done) * self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Applied by the next :meth:`train_dataloader`: the resumed epoch skips the items already trained on."""
+        self._resume = {k: int(v) for k, v in state_dict.items() if k in ("epoch", "items_done")}
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test" if "test" in self.datasets else "val", train=False)
+        return self._loader("test" if "test" in self.datasets else "val")
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from torch.utils.data import DataLoader
-
 from contrastseg.data.ade20k import ADE20KDataset
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.data.cadis import CaDISDataset, task_mapping
@@ -55,14 +53,14 @@ class DatasetDataModule(SegmentationDataModule):
         persistent_workers: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
-                         pin_memory=pin_memory, persistent_workers=persistent_workers)
+                         pin_memory=pin_memory, persistent_workers=persistent_workers, seed=seed)
         if not Path(root).expanduser().is_dir():
             raise DataError(f"data root {root!r} does not exist; expected layout: {self.dataset_class.layout}")
         self.root = root
         self.crop_size = tuple(crop_size) if crop_size else self.default_crop
         self.scale_range, self.cat_max_ratio = tuple(scale_range), cat_max_ratio
         self.splits = {"train": "train", "val": val_split, "test": test_split or val_split}
-        self.repeat_factor_threshold, self.cache_dir, self.seed = repeat_factor_threshold, cache_dir, seed
+        self.repeat_factor_threshold, self.cache_dir = repeat_factor_threshold, cache_dir
         self._set_class_facts()
 
     def _set_class_facts(self) -> None:
@@ -78,15 +76,12 @@ class DatasetDataModule(SegmentationDataModule):
         return PaperTrainTransform(self.crop_size, scale_range=self.scale_range, cat_max_ratio=self.cat_max_ratio,
                                    ignore_index=self.ignore_index)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_sampler(self, dataset: Any, num_replicas: int, rank: int) -> Any:
         if self.repeat_factor_threshold is None:
-            return super().train_dataloader()
-        dataset = self.datasets["train"]
+            return super().train_sampler(dataset, num_replicas, rank)
         presence = class_presence(dataset, self.num_classes, cache_dir=self.cache_dir)
-        sampler = RepeatFactorSampler(repeat_factors(presence, self.repeat_factor_threshold), seed=self.seed)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers)
+        return RepeatFactorSampler(repeat_factors(presence, self.repeat_factor_threshold), seed=self.seed,
+                                   num_replicas=num_replicas, rank=rank)
 
 
 class CityscapesDataModule(DatasetDataModule):

@@ -90,10 +90,10 @@ class FolderDataModule(SegmentationDataModule):
         label_map: dict[int, int] | None = None, train_split: str = "train", val_split: str = "val",
         test_split: str | None = None, crop_size: Sequence[int] = (512, 512),
         scale_range: Sequence[float] = (0.5, 2.0), batch_size: int = 8, val_batch_size: int | None = 1,
-        num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = True,
+        num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = True, seed: int = 0,
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
-                         pin_memory=pin_memory, persistent_workers=persistent_workers)
+                         pin_memory=pin_memory, persistent_workers=persistent_workers, seed=seed)
         if not Path(root).expanduser().is_dir():
             raise DataError(f"data root {root!r} does not exist; expected {root}/{image_dir.format(split='train')}"
                             f"/ and {root}/{mask_dir.format(split='train')}/")

@@ -80,9 +80,8 @@ class SyntheticDataModule(SegmentationDataModule):
         pin_memory: bool = True, persistent_workers: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
-                         pin_memory=pin_memory, persistent_workers=persistent_workers)
-        self.num_train, self.num_val, self.image_size, self.seed, self.hflip = (
-            num_train, num_val, tuple(image_size), seed, hflip)
+                         pin_memory=pin_memory, persistent_workers=persistent_workers, seed=seed)
+        self.num_train, self.num_val, self.image_size, self.hflip = num_train, num_val, tuple(image_size), hflip
 
     def make_dataset(self, split: str, transform: Any = None) -> SyntheticDataset:
         n = self.num_train if split == "train" else self.num_val
@@ -93,7 +92,7 @@ class SyntheticDataModule(SegmentationDataModule):
 
 
 def _hflip(*, image: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    # Deterministic per item would need the index; a worker-seeded coin is fine for augmentation.
+    # numpy is seeded per item by the training loader (contrastseg.data.resumable): a reproducible coin.
     if np.random.random() < 0.5:
         return {"image": image[:, ::-1], "mask": mask[:, ::-1]}
     return {"image": image, "mask": mask}

@@ -1,0 +1,80 @@
+"""Checkpoints that survive faults: atomic writes, and a ``last.ckpt`` kept fresh during and at the end of a run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary file beside it, flush it to disk, then rename it into place.
+
+    A crash, kill or full disk during a save leaves the previous file at that path intact and loadable (a rename
+    within one folder is atomic on POSIX file systems). Lightning's own ``TorchCheckpointIO`` opens the target for
+    writing directly, so an interrupted save leaves a truncated ``last.ckpt`` and no way back. Remote paths
+    (``s3://`` and the like) fall back to Lightning's writer.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options, got {storage_options!r}")
+        if get_filesystem(path).protocol not in ("file", ("file", "local")) and "://" in str(path):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every ``every_n_train_steps`` steps, at every epoch's end, at the end of training and when a
+    run is stopped.
+
+    Stopped means an exception in training, Ctrl-C, or SIGTERM (a cluster's pre-emption notice): Lightning finishes
+    the current batch, and this callback saves before the process exits, so ``--ckpt_path last`` loses nothing.
+    After SIGKILL (no notice) the periodic save bounds the loss to ``every_n_train_steps`` steps. The checkpoint
+    holds the data module's position in the epoch, so the resumed run continues with the remaining batches.
+
+    Args:
+        every_n_train_steps: steps between periodic saves (0: only at the end and when stopped).
+        dirpath: folder (default: the logger's ``checkpoints/`` folder, as for ``ModelCheckpoint``).
+    """
+
+    def __init__(self, *, every_n_train_steps: int = 500, dirpath: str | None = None) -> None:
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
+                         save_on_exception=True)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        # Saved here (after the epoch's validation, before Lightning marks the epoch completed) rather than only in
+        # on_train_end: Lightning resumes a checkpoint written after the epoch was marked completed one epoch
+        # too far (its current_epoch, and so the shuffling, would differ from an uninterrupted run's).
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        # ModelCheckpoint saves here only if no last.ckpt was written yet; the periodic one may be stale.
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # ModelCheckpoint would also write an "epoch=..-step=.." copy; the fresh last.ckpt is all a resume needs.
+        if self._should_save_on_exception(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
