@@ -27,7 +27,8 @@ from contrastseg.errors import ConfigError, ContrastSegError, DataError
 from contrastseg.evaluation.inference import EvalConfig
 from contrastseg.models.segmentation import predict_classes
 from contrastseg.module import ContrastSegModule
-from contrastseg.viz.masks import colourise, overlay
+from contrastseg.viz.masks import colourise
+from contrastseg.viz.masks import overlay as overlay_labels
 
 __all__ = ["main", "predict_folder"]
 
@@ -61,7 +62,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
             cv2.imwrite(str(output / f"{path.stem}_color.png"), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
             written.append(output / f"{path.stem}_color.png")
             if overlay:
-                blend = overlay(image, labels, palette, alpha=alpha)
+                blend = overlay_labels(image, labels, palette, alpha=alpha)
                 cv2.imwrite(str(output / f"{path.stem}_overlay.jpg"), cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
     return written
 

@@ -45,32 +45,29 @@ def embed_2d(features: Any, *, method: str = "tsne", perplexity: float = 30.0, s
     return tsne.fit_transform(x)
 
 
-def separability(features: Any, labels: Any, *, k: int = 5, folds: int = 5, seed: int = 0) -> dict[str, float]:
+def separability(features: Any, labels: Any, *, k: int = 5) -> dict[str, float]:
     """How well classes separate in the full-dimensional space (not the 2-D picture).
 
     Args:
         features: ``(N, D)`` rows.
         labels: ``(N,)`` classes.
-        k: neighbours of the k-NN classifier.
-        folds: stratified cross-validation folds (fewer when the rarest class has fewer rows).
-        seed: shuffling seed of the folds.
+        k: neighbours of the k-NN vote.
 
     Returns:
-        ``knn_accuracy``: cross-validated k-NN accuracy with cosine distance (1.0: every pixel's neighbours share
-        its class); ``silhouette``: mean silhouette coefficient with cosine distance, in [-1, 1]. NaN where
-        undefined (fewer than two classes).
+        ``knn_accuracy``: leave-one-out k-NN accuracy with cosine distance (each row classified by the majority
+        class of its ``k`` nearest other rows; 1.0: every pixel's neighbours share its class);
+        ``silhouette``: mean silhouette coefficient with cosine distance, in [-1, 1]. NaN where undefined
+        (fewer than two classes or too few rows).
     """
     x, y = _numpy(features).astype(np.float32), _numpy(labels).astype(np.int64)
-    _, counts = np.unique(y, return_counts=True)
-    if len(counts) < 2 or len(y) < 3:
+    classes = np.unique(y)
+    if len(classes) < 2 or len(y) <= max(k, 2):
         return {"knn_accuracy": float("nan"), "silhouette": float("nan")}
-    n_folds = int(min(folds, counts.min()))
-    knn = float("nan")
-    if n_folds >= 2:
-        selection = sklearn_module("model_selection")
-        classifier = sklearn_module("neighbors").KNeighborsClassifier(n_neighbors=k, metric="cosine")
-        cv = selection.StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        knn = float(selection.cross_val_score(classifier, x, y, cv=cv).mean())
+    neighbours = sklearn_module("neighbors").NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(x)
+    _, index = neighbours.kneighbors(x)  # (N, k+1); each row's own index is among its nearest
+    others = np.array([[j for j in row if j != i][:k] for i, row in enumerate(index)])  # (N, k)
+    votes = np.stack([(y[others] == c).sum(axis=1) for c in classes], axis=1)  # (N, n_classes)
+    knn = float((classes[votes.argmax(axis=1)] == y).mean())
     silhouette = float(sklearn_module("metrics").silhouette_score(x, y, metric="cosine"))
     return {"knn_accuracy": knn, "silhouette": silhouette}
 
@@ -88,7 +85,7 @@ def plot_feature_spaces(runs: Mapping[str, Sequence[FeatureSet]], *, class_names
         class_names: class names in class order.
         palette: dataset palette.
         method: ``"tsne"`` or ``"umap"`` (see :func:`embed_2d`).
-        seed: random state of the embedding and the folds.
+        seed: random state of the embedding.
         size: inches per panel.
         point_size: scatter marker area.
 
@@ -114,7 +111,7 @@ def plot_feature_spaces(runs: Mapping[str, Sequence[FeatureSet]], *, class_names
             labels = _numpy(fs.labels)
             present |= set(labels.tolist())
             points = embed_2d(fs.features, method=method, seed=seed)
-            score = separability(fs.features, labels, seed=seed)
+            score = separability(fs.features, labels)
             scores[name].append(score)
             ax.scatter(points[:, 0], points[:, 1], s=point_size, c=colours[labels], linewidths=0)
             ax.set_title(f"stride {fs.stride}: kNN {100 * score['knn_accuracy']:.0f}%, "

@@ -46,3 +46,23 @@ def test_plot_feature_spaces_grid_and_scores() -> None:
     assert len(fig.axes[0].collections[0].get_offsets()) == 45
     assert scores["CE + contrast"][0]["knn_accuracy"] > scores["CE"][0]["knn_accuracy"]
     assert fig.axes[2].get_title().startswith("stride 4: kNN 100%")
+
+
+def _loo_knn_reference(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Leave-one-out k-NN by brute force: cosine distances, ties between classes go to the smaller class id."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    right = 0
+    for i in range(len(x)):
+        dist = [(1 - float(xn[i] @ xn[j]), j) for j in range(len(x)) if j != i]
+        nearest = [j for _, j in sorted(dist)[:k]]
+        counts = {c: sum(y[j] == c for j in nearest) for c in sorted(set(y.tolist()))}
+        right += max(counts, key=lambda c: (counts[c], -c)) == y[i]
+    return right / len(x)
+
+
+def test_knn_accuracy_matches_a_brute_force_leave_one_out_with_a_single_sample_class() -> None:
+    x, labels = _clusters(1.5, n=12, seed=3)
+    x = np.concatenate([x, np.full((1, 16), 0.3, np.float32)])  # a class with one sample: no fold could hold it
+    labels = np.concatenate([labels, [7]])
+    for k in (1, 3, 5):
+        assert separability(x, labels, k=k)["knn_accuracy"] == pytest.approx(_loo_knn_reference(x, labels, k))
