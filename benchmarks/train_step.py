@@ -11,7 +11,6 @@ the paper's loss to that model. Memory: ``max_memory_allocated`` on CUDA, peak R
 from __future__ import annotations
 
 import argparse
-from functools import partial
 
 import torch
 

@@ -17,3 +17,7 @@ class DataError(ContrastSegError, ValueError):
 
 class NonFiniteLossError(ContrastSegError, FloatingPointError):
     """A training loss was NaN or infinite; the message names the step, the terms and the batch's files."""
+
+
+class AnchorLimitError(ContrastSegError, MemoryError):
+    """``sampling="all"`` met more anchors than its hard cap; the message gives the count and the memory it needs."""

@@ -271,6 +271,10 @@ class ContrastSegModule(LightningModule):
         names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
         if not self._class_names_given and names is not None and len(names) == self.num_classes:
             self.class_names = tuple(names)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            for term in self.losses:
+                term.setup_data(datamodule)  # e.g. median-frequency class weights from the training split
 
     # The first batch of every loader and epoch is checked (one host sync per epoch); datasets check every item.
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

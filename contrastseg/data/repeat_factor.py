@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from contrastseg.data.statistics import cached_per_image
+
 __all__ = ["RepeatFactorSampler", "class_presence", "repeat_factors"]
 
 
@@ -18,26 +19,16 @@ def class_presence(dataset: Dataset, num_classes: int, *, cache_dir: str | Path 
                    load_mask: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
     """``(N, C)`` bool: which classes each item contains; computed once and cached as ``.npy``.
 
-    The cache key hashes the dataset's label file list, so a changed dataset is recomputed. Without
-    ``cache_dir`` the cache goes to ``~/.cache/contrastseg``.
+    See :func:`~contrastseg.data.statistics.cached_per_image` for the cache (keyed by the label file list).
     """
-    load = load_mask or (lambda i: dataset.load(i)[1])  # type: ignore[attr-defined]
-    pairs = getattr(dataset, "pairs", None)
-    key = hashlib.sha1(repr([str(p[1]) for p in pairs] if pairs else len(dataset)).encode()).hexdigest()[:16]
-    folder = Path(cache_dir or Path.home() / ".cache" / "contrastseg").expanduser()
-    path = folder / f"presence-{type(dataset).__name__}-{num_classes}-{key}.npy"
-    if path.is_file():
-        return np.load(path)
-    presence = np.zeros((len(dataset), num_classes), dtype=bool)
-    for i in range(len(dataset)):
-        mask = load(i)
+    def present(mask: np.ndarray) -> np.ndarray:
+        row = np.zeros(num_classes, dtype=bool)
         values = np.unique(mask)
-        presence[i, values[values < num_classes]] = True
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, presence)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written cache
-    return presence
+        row[values[values < num_classes]] = True
+        return row
+
+    return cached_per_image(dataset, "presence", num_classes, present, cache_dir=cache_dir, load_mask=load_mask,
+                            dtype=bool)
 
 
 def repeat_factors(presence: np.ndarray, threshold: float = 0.15) -> np.ndarray:

@@ -7,7 +7,9 @@ the model. Before training the module calls :meth:`LossTerm.bind` once with the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -66,6 +68,18 @@ class LossTerm(nn.Module):
     def bind(self, context: LossContext) -> None:
         """Receive the data/model facts once, before training; override to build parameters or check options."""
         self.ignore_index = context.ignore_index
+
+    def setup_data(self, datamodule: Any) -> None:
+        """Receive the data module before fitting/validation (override to compute statistics such as class weights)."""
+
+    def main_and_aux(self, loss_fn: Callable[[Tensor, Tensor], Tensor], output: SegOutput, target: Tensor,
+                     aux_weight: float) -> Tensor | TermOutput:
+        """``loss_fn`` on the logits, plus ``aux_weight`` times it on auxiliary logits when the model has them."""
+        loss = loss_fn(output.logits, target)
+        if output.aux_logits is None or aux_weight == 0:
+            return loss
+        aux = loss_fn(output.aux_logits, target)
+        return TermOutput(loss=loss + aux_weight * aux, logs={f"{self.name}_main": loss, f"{self.name}_aux": aux})
 
     def forward(self, output: SegOutput, target: Tensor) -> Tensor | TermOutput:  # pragma: no cover - abstract
         """Compute the term from the model output and labels ``(B, H, W)`` (long, ``ignore_index`` = ignore)."""

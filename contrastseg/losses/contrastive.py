@@ -56,6 +56,10 @@ class MultiScaleContrast(LossTerm):
         min_views_per_class: see :func:`~contrastseg.losses.sample_balanced_anchors` (5).
         max_views_per_class: (2500).
         max_anchors: (10000).
+        sampling: ``"balanced"`` (the paper's sampler) or ``"all"`` labelled pixels (Table 7a; see
+            :class:`~contrastseg.losses.MultiScaleContrastiveLoss`).
+        all_max_anchors: hard cap per scale for ``sampling="all"`` (40000): above it the step fails with the
+            anchor count and the memory it would need.
         warmup_steps: linear warm-up of both lambdas from 0 over this many training batches (0: none).
         gather_distributed: sample anchors from the global batch under DDP (off: per GPU, as the paper).
         weight: multiplier of the whole term in the objective (keep 1; the lambdas are the paper's weights).
@@ -80,6 +84,8 @@ class MultiScaleContrast(LossTerm):
         min_views_per_class: int = 5,
         max_views_per_class: int = 2500,
         max_anchors: int = 10000,
+        sampling: str = "balanced",
+        all_max_anchors: int = 40000,
         warmup_steps: int = 0,
         gather_distributed: bool = False,
         weight: float = 1.0,
@@ -92,7 +98,7 @@ class MultiScaleContrast(LossTerm):
         self.temperature, self.cross_scale_temperature = temperature, cross_scale_temperature
         self.embedding_dim, self.projector_depth = embedding_dim, projector_depth
         self.sampling = dict(min_views_per_class=min_views_per_class, max_views_per_class=max_views_per_class,
-                             max_anchors=max_anchors)
+                             max_anchors=max_anchors, sampling=sampling, all_max_anchors=all_max_anchors)
         self.warmup_steps, self.gather_distributed = int(warmup_steps), gather_distributed
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
         self.projectors = nn.ModuleList()

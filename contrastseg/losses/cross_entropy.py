@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,10 @@ class CrossEntropy(LossTerm):
 
     Args:
         weight: multiplier of the term in the total objective.
-        class_weights: one weight per class (``None``: uniform).
+        class_weights: one weight per class, ``"median_frequency"`` (SegNet's median frequency balancing,
+            ``w_c = median_k f_k / f_c`` with ``f_c`` the pixel share of class ``c`` in the training images that
+            contain it; computed from the training split once and cached, see
+            :func:`~contrastseg.data.statistics.class_pixel_counts`), or ``None`` (uniform).
         aux_weight: weight of the auxiliary-head loss (0.4 as the authors trained OCRNet and UPerNet); used
             only when the model returns ``aux_logits``.
         name: log name.
@@ -31,17 +35,32 @@ class CrossEntropy(LossTerm):
         self,
         *,
         weight: float = 1.0,
-        class_weights: Sequence[float] | None = None,
+        class_weights: Sequence[float] | str | None = None,
         aux_weight: float = 0.4,
         name: str = "ce",
     ) -> None:
         super().__init__(name=name, weight=weight)
         self.aux_weight = float(aux_weight)
-        cw = None if class_weights is None else torch.tensor([float(w) for w in class_weights])
+        if isinstance(class_weights, str) and class_weights != "median_frequency":
+            raise ConfigError(f"{name}.class_weights: a list of weights or 'median_frequency', got {class_weights!r}")
+        self.weighting = class_weights if isinstance(class_weights, str) else None
+        cw = None if class_weights is None or self.weighting else torch.tensor([float(w) for w in class_weights])
         self.register_buffer("class_weights", cw, persistent=False)
+
+    def setup_data(self, datamodule: Any) -> None:
+        if self.weighting != "median_frequency" or self.class_weights is not None:
+            return
+        from contrastseg.data.statistics import class_pixel_counts, median_frequency_weights
+
+        if "train" not in getattr(datamodule, "datasets", {}):
+            datamodule.setup("fit")
+        counts = class_pixel_counts(datamodule.datasets["train"], self.num_classes,
+                                    cache_dir=getattr(datamodule, "cache_dir", None))
+        self.class_weights = torch.as_tensor(median_frequency_weights(counts), dtype=torch.float32)
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
+        self.num_classes = context.num_classes
         if self.class_weights is not None and len(self.class_weights) != context.num_classes:
             raise ConfigError(
                 f"{type(self).__name__}.class_weights has {len(self.class_weights)} entries but the data has "
@@ -71,8 +90,7 @@ class CrossEntropy(LossTerm):
 
     def forward(self, output: SegOutput, target: Tensor) -> Tensor | TermOutput:
         """Mean cross-entropy over pixels whose label is not ``ignore_index``; zero when there are none."""
-        loss = self._ce(output.logits, target)
-        if output.aux_logits is None or self.aux_weight == 0:
-            return loss
-        aux = self._ce(output.aux_logits, target)
-        return TermOutput(loss=loss + self.aux_weight * aux, logs={f"{self.name}_main": loss, f"{self.name}_aux": aux})
+        if self.weighting is not None and self.class_weights is None:
+            raise RuntimeError(f"{self.name}: class_weights={self.weighting!r} are computed in setup_data(datamodule), "
+                               "which ContrastSegModule.setup calls; call it yourself outside a Trainer")
+        return self.main_and_aux(self._ce, output, target, self.aux_weight)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastseg.errors import AnchorLimitError
 from contrastseg.losses.distributed import gather_anchor_sets
 from contrastseg.losses.infonce import supervised_infonce
 from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices
@@ -65,6 +66,12 @@ class MultiScaleContrastiveLoss(nn.Module):
         max_anchors: cap on anchors per scale (10000).
         gather_distributed: under ``torch.distributed``, sample from the global batch of all processes (anchors
             are gathered with gradients); off by default, as the paper sampled per GPU.
+        sampling: ``"balanced"`` (Sec. 3.3) or ``"all"``: every labelled pixel of the scale is an anchor, so
+            classes count as often as they occur (Table 7a's ``K ~ p_data``). Time and memory grow with the square
+            of the anchor count; above ``all_max_anchors`` the loss raises
+            :class:`~contrastseg.errors.AnchorLimitError` with the count and the memory it would need instead of
+            exhausting the device.
+        all_max_anchors: hard cap on the anchors of one scale with ``sampling="all"`` (40000).
 
     Example:
         >>> loss = MultiScaleContrastiveLoss()
@@ -85,8 +92,15 @@ class MultiScaleContrastiveLoss(nn.Module):
         max_views_per_class: int = 2500,
         max_anchors: int = 10000,
         gather_distributed: bool = False,
+        sampling: str = "balanced",
+        all_max_anchors: int = 40000,
     ) -> None:
         super().__init__()
+        if sampling not in ("balanced", "all"):
+            raise ValueError(f"sampling must be 'balanced' or 'all', got {sampling!r}")
+        if sampling == "all" and gather_distributed:
+            raise ValueError("sampling='all' samples per process; it cannot be combined with gather_distributed")
+        self.sampling_mode, self.all_max_anchors = sampling, int(all_max_anchors)
         pairs = [tuple(int(i) for i in p) for p in cross_scale_pairs]
         n = len(scale_weights)
         if len(cross_scale_weights) != len(pairs):
@@ -125,7 +139,10 @@ class MultiScaleContrastiveLoss(nn.Module):
         for s in sorted(used):
             emb = embeddings[s]
             labels_s = downsample_labels(labels, emb.shape[-2:], None if strides is None else strides[s])
-            if self.gather_distributed:
+            if self.sampling_mode == "all":
+                index = self._all_labelled(labels_s, emb.shape[1], s)
+                anchors[s] = (gather_pixels(emb, index), labels_s.reshape(-1)[index])
+            elif self.gather_distributed:
                 anchors[s] = gather_anchor_sets(emb, labels_s, generator=generator, **self.sampling)
             else:
                 index, anchor_labels = sample_anchor_indices(labels_s, generator=generator, **self.sampling)
@@ -144,3 +161,17 @@ class MultiScaleContrastiveLoss(nn.Module):
         total = zero + sum(w * l for w, l in zip(self.scale_weights, per_scale))
         total = total + sum(w * l for w, l in zip(self.cross_scale_weights, cross_scale))
         return ContrastiveLossOutput(total=total, per_scale=per_scale, cross_scale=cross_scale)
+
+    def _all_labelled(self, labels_s: Tensor, dim: int, scale: int) -> Tensor:
+        """Flat indices of every labelled pixel, or :class:`AnchorLimitError` above ``all_max_anchors``."""
+        index = (labels_s.reshape(-1) != self.sampling["ignore_index"]).nonzero()[:, 0]  # (N,)
+        n = index.numel()
+        if n > self.all_max_anchors:
+            gib = 3 * 4 * n * n / 2**30  # float32 similarities, exponentials and gradients of a dense N x N
+            raise AnchorLimitError(
+                f"sampling='all' at scale {scale} has {n:,} labelled pixels as anchors (all_max_anchors="
+                f"{self.all_max_anchors:,}): {n * n:,} similarities per term. A dense implementation (the "
+                f"authors') would need about {gib:,.1f} GiB; ours computes them in blocks, so memory stays bounded "
+                "but time grows as the square. Use sampling='balanced' (the paper's Sec. 3.3), smaller crops or "
+                "batches, or raise all_max_anchors")
+        return index

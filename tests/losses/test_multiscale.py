@@ -128,3 +128,26 @@ def test_mismatched_scale_count_is_an_error() -> None:
         MultiScaleContrastiveLoss()(_embeddings()[:3], _labels())
     with pytest.raises(ValueError, match="two different scales"):
         MultiScaleContrastiveLoss(cross_scale_pairs=((0, 4),), cross_scale_weights=(1.0,))
+
+
+def test_sampling_all_uses_every_labelled_pixel_and_has_a_hard_cap() -> None:
+    from benchmarks.contrastive_loss import _dense_infonce
+    from contrastseg.errors import AnchorLimitError
+
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(2, 8, 4, 4, generator=g, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 4, 4), generator=g)
+    labels[0, 0] = 255
+    loss = MultiScaleContrastiveLoss(scale_weights=(1.0,), cross_scale_pairs=(), cross_scale_weights=(),
+                                     sampling="all")
+    out = loss([emb], labels)
+    valid = labels.reshape(-1) != 255
+    rows = emb.permute(0, 2, 3, 1).reshape(-1, 8)[valid]  # (B, D, h, w) -> (N, D): every labelled pixel
+    ref = _dense_infonce(rows, labels.reshape(-1)[valid], t=0.1)
+    assert torch.allclose(out.total, ref)
+    capped = MultiScaleContrastiveLoss(scale_weights=(1.0,), cross_scale_pairs=(), cross_scale_weights=(),
+                                       sampling="all", all_max_anchors=10)
+    with pytest.raises(AnchorLimitError, match=r"28 labelled pixels as anchors \(all_max_anchors=10\)"):
+        capped([emb], labels)
+    with pytest.raises(ValueError, match="gather_distributed"):
+        MultiScaleContrastiveLoss(sampling="all", gather_distributed=True)

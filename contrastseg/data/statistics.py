@@ -1,0 +1,69 @@
+"""Per-image label statistics of a split, computed once and cached: class presence and pixel counts."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+__all__ = ["cached_per_image", "class_pixel_counts", "median_frequency_weights"]
+
+
+def _mask_loader(dataset: Dataset) -> Callable[[int], np.ndarray]:
+    if hasattr(dataset, "load"):  # SegmentationDataset: decoded, remapped label without augmentation
+        return lambda i: dataset.load(i)[1]  # type: ignore[attr-defined]
+    return lambda i: np.asarray(dataset[i]["mask"])  # any dataset of {"image", "mask"} items
+
+
+def cached_per_image(dataset: Dataset, kind: str, num_classes: int, compute: Callable[[np.ndarray], np.ndarray],
+                     *, cache_dir: str | Path | None = None, load_mask: Callable[[int], np.ndarray] | None = None,
+                     dtype: type = np.int64) -> np.ndarray:
+    """``(N, C)`` array, row ``i`` = ``compute(mask_i)``; cached as ``<kind>-<dataset>-<C>-<hash>.npy``.
+
+    The cache key hashes the dataset's label file list (its length for datasets without files), so a changed
+    dataset is recomputed. Without ``cache_dir`` the cache goes to ``~/.cache/contrastseg``. Written atomically.
+    """
+    load = load_mask or _mask_loader(dataset)
+    pairs = getattr(dataset, "pairs", None)
+    key = hashlib.sha1(repr([str(p[1]) for p in pairs] if pairs else len(dataset)).encode()).hexdigest()[:16]
+    folder = Path(cache_dir or Path.home() / ".cache" / "contrastseg").expanduser()
+    path = folder / f"{kind}-{type(dataset).__name__}-{num_classes}-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    table = np.zeros((len(dataset), num_classes), dtype=dtype)
+    for i in range(len(dataset)):
+        table[i] = compute(load(i))
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, table)
+    tmp.replace(path)  # atomic: a crash never leaves a half-written cache
+    return table
+
+
+def class_pixel_counts(dataset: Dataset, num_classes: int, *, cache_dir: str | Path | None = None) -> np.ndarray:
+    """``(N, C)`` int64: labelled pixels of each class in each item (ignore and out-of-range values not counted)."""
+    def count(mask: np.ndarray) -> np.ndarray:
+        values = np.asarray(mask).ravel().astype(np.int64)
+        return np.bincount(values[(values >= 0) & (values < num_classes)], minlength=num_classes)
+
+    return cached_per_image(dataset, "pixels", num_classes, count, cache_dir=cache_dir)
+
+
+def median_frequency_weights(counts: np.ndarray) -> np.ndarray:
+    """SegNet's median frequency balancing: ``w_c = median(f) / f_c``.
+
+    ``f_c`` = pixels of class ``c`` / all labelled pixels of the images that contain ``c``; classes absent from
+    the split get weight 0 (nothing to weigh), and the median is over the present classes.
+    """
+    counts = np.asarray(counts, dtype=np.float64)  # (N, C)
+    totals = counts.sum(axis=1, keepdims=True)  # (N, 1) labelled pixels per image
+    present = counts > 0
+    denom = (totals * present).sum(axis=0)  # (C,) pixels of the images containing c
+    freq = np.divide(counts.sum(axis=0), denom, out=np.zeros(counts.shape[1]), where=denom > 0)
+    seen = freq > 0
+    weights = np.zeros_like(freq)
+    weights[seen] = np.median(freq[seen]) / freq[seen]
+    return weights

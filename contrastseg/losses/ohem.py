@@ -1,0 +1,69 @@
+"""Online hard example mining cross-entropy, as the paper's OCRNet and DeepLabv3 baselines were trained."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from contrastseg.losses.cross_entropy import CrossEntropy
+from contrastseg.models.segmentation import upsample
+
+__all__ = ["OhemCrossEntropy", "ohem_cross_entropy"]
+
+
+def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 255, thresh: float = 0.7,
+                       min_kept: int = 100000, class_weights: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy over the hard pixels of the batch.
+
+    A labelled pixel is hard when the softmax probability of its true class is below ``threshold =
+    max(thresh, p_(min_kept))``, where ``p_(k)`` is the ``k``-th smallest such probability (0-based) in the batch:
+    confident pixels are dropped unless fewer than ``min_kept`` pixels would remain. This is HRNet-OCR's
+    ``OhemCrossEntropy`` (and mmsegmentation's ``OHEMPixelSampler``) rule.
+
+    Args:
+        logits: ``(B, K, H, W)`` at the labels' size.
+        target: ``(B, H, W)`` labels.
+        ignore_index: label of unlabelled pixels (never kept).
+        thresh: probability above which a pixel is easy (0.7).
+        min_kept: pixels kept at least, per batch (100000).
+        class_weights: optional ``(K,)`` weights of the per-pixel losses.
+
+    Returns:
+        A scalar; a graph-connected zero when no pixel is labelled.
+    """
+    losses = F.cross_entropy(logits, target, weight=class_weights, ignore_index=ignore_index, reduction="none")
+    valid = target != ignore_index  # (B, H, W)
+    n = int(valid.sum())
+    if n == 0:
+        return logits.sum() * 0.0
+    with torch.no_grad():
+        prob = logits.softmax(dim=1).gather(1, target.masked_fill(~valid, 0)[:, None])[:, 0]  # (B, H, W)
+        p = prob[valid]  # (N,)
+        kth = torch.kthvalue(p, min(min_kept, n - 1) + 1).values  # p_(min_kept), 0-based rank min(min_kept, N-1)
+        threshold = torch.clamp(kth, min=thresh)
+        keep = p < threshold
+    kept = losses[valid][keep]
+    return kept.sum() / keep.sum().clamp_min(1)  # an empty selection is an exact, connected 0
+
+
+class OhemCrossEntropy(CrossEntropy):
+    """:class:`CrossEntropy` restricted to hard pixels by :func:`ohem_cross_entropy` (main and auxiliary logits).
+
+    Args:
+        thresh: probability above which a pixel is easy (0.7, as the authors' OCRNet configs).
+        min_kept: pixels kept at least per batch (100000).
+        **kwargs: ``weight``, ``class_weights`` (a list or ``"median_frequency"``), ``aux_weight`` (0.4) and
+            ``name`` ("ohem") as for :class:`CrossEntropy`.
+    """
+
+    def __init__(self, *, thresh: float = 0.7, min_kept: int = 100000, name: str = "ohem", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.thresh, self.min_kept = float(thresh), int(min_kept)
+
+    def _ce(self, logits: Tensor, target: Tensor) -> Tensor:
+        logits = upsample(logits.float(), target.shape[-2:])  # (B, K, h, w) -> (B, K, H, W): the batch is ranked
+        return ohem_cross_entropy(logits, target, ignore_index=self.ignore_index, thresh=self.thresh,
+                                  min_kept=self.min_kept, class_weights=self.class_weights)
