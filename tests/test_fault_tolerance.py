@@ -94,7 +94,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(sig, uninterrupted, tmp
     else:
         assert saved_step % 2 == 0 and 0 < saved_step <= stopped_at < STEPS
     resumed = subprocess.run(_command(tmp_path, every, 0.0, f"--ckpt_path={ckpt}"), cwd=REPO, env=_env(),
-                             capture_output=True, text=True, timeout=600)
+                             capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     final = weights(_latest(tmp_path))
     assert final.keys() == uninterrupted.keys()

@@ -61,7 +61,7 @@ def sample_anchor_sets(
         max_anchors: cap on ``V * T``.
         generator: random source for reproducible draws.
     """
-    b, height, width = labels.shape
+    _, height, width = labels.shape
     rows = torch.arange(height, device=labels.device).view(1, height, 1).expand(1, height, width)  # (1, H, W)
     cols = torch.arange(width, device=labels.device).view(1, 1, width).expand(1, height, width)  # (1, H, W)
     out = []
