@@ -177,6 +177,10 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
         from contrastseg.data.check import main as check_main
 
         raise SystemExit(check_main(argv[1:]))
+    if argv[:1] == ["collect"]:
+        from contrastseg.evaluation.collect import main as collect_main
+
+        raise SystemExit(collect_main(argv[1:]))
     if argv[:1] == ["predict-folder"]:
         from contrastseg.predict import main as predict_main
 

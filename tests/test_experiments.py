@@ -8,7 +8,8 @@ import yaml
 from contrastseg.cli import _merge, expand_configs, main
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not p.name.startswith("_"))
+EXPERIMENTS = sorted(p for p in [*(REPO / "experiments").glob("*.yaml"), *(REPO / "experiments/ablations").glob("*.yaml")]
+                     if not p.name.startswith("_"))
 TINY = {"hrnet_w48": "hrnet_w18_small", "resnet101d": "resnet18", "resnet101": "resnet18", "resnet50": "resnet18",
         "swin_small": "swin_tiny", "swin_base": "swin_tiny", "swin_large": "swin_tiny"}
 
@@ -20,7 +21,7 @@ def _resolved(config: Path) -> dict:
     return merged
 
 
-@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: str(p.relative_to(REPO / "experiments").with_suffix("")))
 def test_config_runs_one_step_with_a_tiny_encoder(config: Path, tmp_path: Path) -> None:
     encoder = _resolved(config)["model"]["net"]["init_args"]["encoder"]["name"]
     args = [
@@ -37,7 +38,13 @@ def test_config_runs_one_step_with_a_tiny_encoder(config: Path, tmp_path: Path) 
     resolved = _resolved(config)["model"]
     assert type(net.decoder).__name__ == resolved["net"]["init_args"]["decoder"]["class_path"].rsplit(".", 1)[1]
     logged = cli.trainer.callback_metrics
-    assert "train/loss_ce" in logged and "val/mIoU" in logged
-    if config.stem.endswith("contrast") or config.stem.endswith("contrastive"):
+    first_term = resolved["losses"][0] if resolved.get("losses") else {"init_args": {}}
+    name = (first_term.get("init_args") or {}).get("name") or {"LovaszSoftmax": "lovasz", "OhemCrossEntropy": "ohem"}.get(
+        first_term.get("class_path", "").rsplit(".", 1)[-1], "ce")
+    assert f"train/loss_{name}" in logged and "val/mIoU" in logged
+    contrast = [t for t in resolved["losses"] if t["class_path"].endswith("MultiScaleContrast")]
+    if contrast:
         assert "train/loss_ms" in logged and "train/loss_cs" in logged
-        assert float(logged["train/loss_ms"]) > 0
+        # On 96x128 images the stride-32 map (3x4) may hold no class with 5 pixels: a single-stage L_c is then 0.
+        single_coarse = (contrast[0].get("init_args") or {}).get("stages") == [3]
+        assert float(logged["train/loss_ms"]) >= 0 if single_coarse else float(logged["train/loss_ms"]) > 0

@@ -37,6 +37,12 @@ def test_every_combination_parses(sweep_file: Path, capsys, monkeypatch) -> None
             main(args)
         assert exit_info.value.code in (0, None), (combo, capsys.readouterr().err)
         resolved = yaml.safe_load(capsys.readouterr().out)
-        term = next(t for t in resolved["model"]["losses"] if t["class_path"].endswith("MultiScaleContrast"))
         for key, value in combo.items():
-            assert term["init_args"][key.split(".", 1)[1]] == value, (key, value)
+            if key == "config":  # a whole experiment file: its run name lands in the logger
+                expected = yaml.safe_load((REPO / value).read_text())["trainer"]["logger"]["init_args"]["name"]
+                assert resolved["trainer"]["logger"]["init_args"]["name"] == expected, value
+            elif key.startswith("contrast."):
+                term = next(t for t in resolved["model"]["losses"] if t["class_path"].endswith("MultiScaleContrast"))
+                assert term["init_args"][key.split(".", 1)[1]] == value, (key, value)
+            else:
+                assert resolved[key] == value, (key, value)

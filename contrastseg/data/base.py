@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -41,7 +42,8 @@ class SegmentationDataModule(LightningDataModule):
         pin_memory: pin host memory for faster host-to-GPU copies.
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
         seed: seed of the training order and of the per-item augmentation (see
-            :mod:`contrastseg.data.resumable`); a run stopped mid-epoch resumes with the same remaining batches.
+            :mod:`contrastseg.data.resumable`); ``None``: the run's ``seed_everything`` (so seeds of a sweep
+            differ in data order too), or 0 without one.
     """
 
     num_classes: int
@@ -52,7 +54,7 @@ class SegmentationDataModule(LightningDataModule):
 
     def __init__(
         self, *, batch_size: int = 8, val_batch_size: int | None = None, num_workers: int = 2,
-        pin_memory: bool = True, persistent_workers: bool = True, seed: int = 0,
+        pin_memory: bool = True, persistent_workers: bool = True, seed: int | None = None,
     ) -> None:
         super().__init__()
         self.seed = seed
@@ -124,15 +126,20 @@ class SegmentationDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return None if trainer is None else int(trainer.current_epoch)
 
+    @property
+    def order_seed(self) -> int:
+        """``seed``, else the ``seed_everything`` of the run (Lightning's ``PL_GLOBAL_SEED``), else 0."""
+        return int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
+
     def train_sampler(self, dataset: Dataset, num_replicas: int, rank: int) -> Any:
         """This process's share of each epoch, a function of ``set_epoch`` only (override for other orders)."""
-        return DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=self.seed)
+        return DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=self.order_seed)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, seeded per epoch, augmentation seeded per item; resumes mid-epoch (see :meth:`state_dict`)."""
         dataset = self._dataset("train")
         world, rank = self._world()
-        sampler = ResumableSampler(self.train_sampler(dataset, world, rank), seed=self.seed, rank=rank,
+        sampler = ResumableSampler(self.train_sampler(dataset, world, rank), seed=self.order_seed, rank=rank,
                                    epoch_fn=self._current_epoch)
         self._train_sampler = sampler
         if self._resume:

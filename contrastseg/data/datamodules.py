@@ -34,7 +34,8 @@ class DatasetDataModule(SegmentationDataModule):
         repeat_factor_threshold: ``t`` of repeat-factor sampling for training (``None``: plain shuffling).
         cache_dir: where class-presence statistics for repeat-factor sampling are cached (``None``:
             ``~/.cache/contrastseg``).
-        seed: seed of the repeat-factor draws.
+        seed: seed of the training order, augmentation and repeat-factor draws (``None``: the run's
+            ``seed_everything``).
         batch_size: training images per process.
         val_batch_size: validation images per process (1: images may differ in size).
         num_workers: loader workers.
@@ -48,7 +49,7 @@ class DatasetDataModule(SegmentationDataModule):
     def __init__(
         self, *, root: str, crop_size: Sequence[int] | None = None, scale_range: Sequence[float] = (0.5, 2.0),
         cat_max_ratio: float = 0.75, val_split: str = "val", test_split: str | None = None,
-        repeat_factor_threshold: float | None = None, cache_dir: str | None = None, seed: int = 0,
+        repeat_factor_threshold: float | None = None, cache_dir: str | None = None, seed: int | None = None,
         batch_size: int = 8, val_batch_size: int = 1, num_workers: int = 4, pin_memory: bool = True,
         persistent_workers: bool = True,
     ) -> None:
@@ -80,7 +81,7 @@ class DatasetDataModule(SegmentationDataModule):
         if self.repeat_factor_threshold is None:
             return super().train_sampler(dataset, num_replicas, rank)
         presence = class_presence(dataset, self.num_classes, cache_dir=self.cache_dir)
-        return RepeatFactorSampler(repeat_factors(presence, self.repeat_factor_threshold), seed=self.seed,
+        return RepeatFactorSampler(repeat_factors(presence, self.repeat_factor_threshold), seed=self.order_seed,
                                    num_replicas=num_replicas, rank=rank)
 
 

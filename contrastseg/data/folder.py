@@ -90,7 +90,7 @@ class FolderDataModule(SegmentationDataModule):
         label_map: dict[int, int] | None = None, train_split: str = "train", val_split: str = "val",
         test_split: str | None = None, crop_size: Sequence[int] = (512, 512),
         scale_range: Sequence[float] = (0.5, 2.0), batch_size: int = 8, val_batch_size: int | None = 1,
-        num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = True, seed: int = 0,
+        num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = True, seed: int | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, persistent_workers=persistent_workers, seed=seed)

@@ -64,7 +64,8 @@ class SyntheticDataModule(SegmentationDataModule):
         num_train: training scenes.
         num_val: validation scenes (also used for ``test``).
         image_size: ``(height, width)`` of every scene.
-        seed: seed of the scene streams.
+        seed: seed of the scene streams (the scenes themselves; the training order follows the run's
+            ``seed_everything``).
         hflip: random horizontal flips for training (the scenes are already random; this only adds variety).
         **loader_kwargs: see :class:`~contrastseg.data.base.SegmentationDataModule`.
     """
@@ -80,12 +81,14 @@ class SyntheticDataModule(SegmentationDataModule):
         pin_memory: bool = True, persistent_workers: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
-                         pin_memory=pin_memory, persistent_workers=persistent_workers, seed=seed)
+                         pin_memory=pin_memory, persistent_workers=persistent_workers)
+        self.scene_seed = seed
         self.num_train, self.num_val, self.image_size, self.hflip = num_train, num_val, tuple(image_size), hflip
 
     def make_dataset(self, split: str, transform: Any = None) -> SyntheticDataset:
         n = self.num_train if split == "train" else self.num_val
-        return SyntheticDataset(split, num_samples=n, image_size=self.image_size, seed=self.seed, transform=transform)
+        return SyntheticDataset(split, num_samples=n, image_size=self.image_size, seed=self.scene_seed,
+                                transform=transform)
 
     def train_transform(self) -> Any:
         return _hflip if self.hflip else None

@@ -1,0 +1,115 @@
+"""``contrastseg collect``: finished runs -> the paper's ablation table (mean +- std over seeds per row).
+
+    contrastseg collect runs/                      # every run folder below runs/ with val_metrics.json
+    contrastseg collect runs/ --stage test --csv table.csv
+
+A run is a folder holding the ``config.yaml`` LightningCLI saved and the ``<stage>_metrics.json`` the module
+wrote at its last evaluation. Runs are grouped by their logger name (the ablation configs name each row; the
+seeds of a row share it) and described in the paper's Table 1/7 columns, read from the resolved config:
+model, backbone, whether ``L_c`` (one contrasted stage), ``L_cms`` (several) and ``L_ccs`` (cross-scale pairs) are
+on, the number of scale pairs, the anchor sampling, then mIoU mean +- std over the group's seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["collect_runs", "describe_run", "format_table", "main"]
+
+COLUMNS = ("row", "model", "backbone", "L_c", "L_cms", "L_ccs", "scale pairs", "sampling", "seeds", "mIoU")
+
+
+def describe_run(config: dict[str, Any]) -> dict[str, str]:
+    """The paper's descriptive columns of one resolved ``config.yaml``."""
+    net = config.get("model", {}).get("net", {}).get("init_args", {})
+    encoder = net.get("encoder", {})
+    encoder = encoder.get("init_args", encoder)  # saved as {class_path, init_args} or as plain options
+    decoder = str(net.get("decoder", {}).get("class_path", "?")).rsplit(".", 1)[-1]
+    terms = config.get("model", {}).get("losses") or []
+    contrast = next((t.get("init_args") or {} for t in terms if str(t.get("class_path", "")).endswith(
+        "MultiScaleContrast")), None)
+    row = {"model": decoder.replace("Head", ""), "backbone": str(encoder.get("name", "?")),
+           "L_c": "", "L_cms": "", "L_ccs": "", "scale pairs": "-", "sampling": "-"}
+    if contrast is not None:
+        stages = contrast.get("stages")
+        single = stages is not None and len(stages) == 1
+        pairs = contrast.get("cross_scale_pairs")
+        n_pairs = 0 if single else (2 if pairs is None else len(pairs))  # None: (0, 3) and (0, 2) on 4 stages
+        row |= {"L_c": "x" if single else "", "L_cms": "" if single else "x", "L_ccs": "x" if n_pairs else "",
+                "scale pairs": str(n_pairs) if n_pairs else "-", "sampling": str(contrast.get("sampling", "balanced"))}
+    return row
+
+
+def collect_runs(roots: Sequence[str | Path], *, stage: str = "val") -> list[dict[str, Any]]:
+    """One entry per row name: the descriptive columns, the seeds and the mIoU of each finished run."""
+    groups: dict[str, dict[str, Any]] = {}
+    for root in roots:
+        for metrics in sorted(Path(root).rglob(f"{stage}_metrics.json")):
+            config_path = metrics.parent / "config.yaml"
+            if not config_path.is_file():
+                continue
+            config = yaml.safe_load(config_path.read_text())
+            logger = (config.get("trainer", {}).get("logger") or {})
+            name = (logger.get("init_args") or {}).get("name") or metrics.parent.parent.name
+            entry = groups.setdefault(name, {"row": name, **describe_run(config), "runs": []})
+            miou = json.loads(metrics.read_text()).get("mIoU")
+            entry["runs"].append({"seed": config.get("seed_everything"), "mIoU": miou, "path": str(metrics.parent)})
+    return list(groups.values())
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [100 * v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Rows of strings in :data:`COLUMNS` order."""
+    out = []
+    for row in rows:
+        seeds = ", ".join(str(r["seed"]) for r in row["runs"])
+        out.append({**{c: row.get(c, "") for c in COLUMNS[:-2]}, "seeds": seeds,
+                    "mIoU": _mean_std([r["mIoU"] for r in row["runs"]])})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``contrastseg collect ROOT... [--stage val|test] [--csv FILE]``; prints a Markdown table."""
+    parser = argparse.ArgumentParser(prog="contrastseg collect", description=__doc__.splitlines()[0])
+    parser.add_argument("roots", nargs="+", help="folders searched for finished runs")
+    parser.add_argument("--stage", default="val", choices=("val", "test"))
+    parser.add_argument("--csv", default=None, help="also write the table as CSV")
+    args = parser.parse_args(argv)
+    missing = [r for r in args.roots if not Path(r).is_dir()]
+    if missing:
+        print(f"contrastseg: error: no such folder: {missing[0]}", file=sys.stderr)
+        return 2
+    table = format_table(collect_runs(args.roots, stage=args.stage))
+    if not table:
+        print(f"contrastseg: error: no finished run ({args.stage}_metrics.json beside config.yaml) under "
+              f"{', '.join(args.roots)}", file=sys.stderr)
+        return 2
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for row in table:
+        print("| " + " | ".join(row[c] for c in COLUMNS) + " |")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+            writer.writeheader()
+            writer.writerows(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
