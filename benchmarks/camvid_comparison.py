@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from contrastseg.evaluation.collect import mean_std
+
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {"CE": "experiments/camvid_ce.yaml", "CE + ms + cs": "experiments/camvid_contrastive.yaml"}
 RARE = ("pole", "sign/symbol", "fence", "pedestrian", "bicyclist")
@@ -48,11 +50,7 @@ def run_one(arm: str, seed: int, root: str, out: Path, extra: list[str]) -> dict
 
 
 def _mean_std(values: list[float]) -> str:
-    values = [100 * v for v in values if v is not None]
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else float("nan")
-    return f"{statistics.mean(values):.2f} ± {std:.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    return mean_std(values, digits=2)
 
 
 def table(results: list[dict]) -> str:

@@ -169,8 +169,14 @@ class ContrastSegModule(LightningModule):
         return loss
 
     def _state_buffers(self) -> list[Tensor]:
-        """Buffers a forward pass changes (BatchNorm statistics, warm-up counters); not the metric states."""
-        return [b for n, b in self.named_buffers() if not n.startswith("confmats.")]
+        """Buffers a forward pass changes (BatchNorm statistics, warm-up counters); not the metric states.
+
+        Listed once per training run (``on_train_start`` clears the list): walking every module each step would
+        cost more than the copy itself.
+        """
+        if getattr(self, "_buffer_list", None) is None:
+            self._buffer_list = [b for n, b in self.named_buffers() if not n.startswith("confmats.")]
+        return self._buffer_list
 
     def _backup_buffers(self) -> None:
         buffers = self._state_buffers()
@@ -320,6 +326,7 @@ class ContrastSegModule(LightningModule):
         self._pending_rng = checkpoint.get("rng_states")
 
     def on_train_start(self) -> None:
+        self._buffer_list = None  # buffers may have moved device or been replaced since the last run
         states = getattr(self, "_pending_rng", None)
         if states and self.trainer.world_size == 1:  # under DDP each rank's streams differ; they are not saved
             torch.set_rng_state(states["torch"])

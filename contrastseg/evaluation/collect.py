@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["collect_runs", "describe_run", "format_table", "main"]
+__all__ = ["collect_runs", "describe_run", "format_table", "main", "mean_std"]
 
 COLUMNS = ("row", "model", "backbone", "L_c", "L_cms", "L_ccs", "scale pairs", "sampling", "seeds", "mIoU")
 
@@ -66,11 +66,17 @@ def collect_runs(roots: Sequence[str | Path], *, stage: str = "val") -> list[dic
     return list(groups.values())
 
 
-def _mean_std(values: list[float]) -> str:
-    values = [100 * v for v in values if v is not None]
-    if not values:
+def mean_std(values: Sequence[float | None], digits: int = 1) -> str:
+    """Scores in [0, 1] as ``"mean ± std"`` in percent (sample std); one value alone; ``"-"`` for none.
+
+    Example: ``mean_std([0.5, 0.7]) == "60.0 ± 14.1"``.
+    """
+    kept = [100 * v for v in values if v is not None]
+    if not kept:
         return "-"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+    if len(kept) == 1:
+        return f"{kept[0]:.{digits}f}"
+    return f"{statistics.mean(kept):.{digits}f} ± {statistics.stdev(kept):.{digits}f}"
 
 
 def format_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -79,7 +85,7 @@ def format_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
     for row in rows:
         seeds = ", ".join(str(r["seed"]) for r in row["runs"])
         out.append({**{c: row.get(c, "") for c in COLUMNS[:-2]}, "seeds": seeds,
-                    "mIoU": _mean_std([r["mIoU"] for r in row["runs"]])})
+                    "mIoU": mean_std([r["mIoU"] for r in row["runs"]])})
     return out
 
 

@@ -34,13 +34,14 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 25
     Returns:
         A scalar; a graph-connected zero when no pixel is labelled.
     """
-    losses = F.cross_entropy(logits, target, weight=class_weights, ignore_index=ignore_index, reduction="none")
     valid = target != ignore_index  # (B, H, W)
     n = int(valid.sum())
     if n == 0:
         return logits.sum() * 0.0
+    logp = logits.log_softmax(dim=1)  # one softmax serves the losses and the hardness ranking
+    losses = F.nll_loss(logp, target, weight=class_weights, ignore_index=ignore_index, reduction="none")
     with torch.no_grad():
-        prob = logits.softmax(dim=1).gather(1, target.masked_fill(~valid, 0)[:, None])[:, 0]  # (B, H, W)
+        prob = logp.gather(1, target.masked_fill(~valid, 0)[:, None])[:, 0].exp()  # (B, H, W) true-class prob
         p = prob[valid]  # (N,)
         kth = torch.kthvalue(p, min(min_kept, n - 1) + 1).values  # p_(min_kept), 0-based rank min(min_kept, N-1)
         threshold = torch.clamp(kth, min=thresh)

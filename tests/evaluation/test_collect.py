@@ -47,3 +47,10 @@ def test_collects_real_runs_into_mean_and_std_per_row(tmp_path: Path, monkeypatc
     assert out.splitlines()[0].startswith("| row | model | backbone | L_c | L_cms | L_ccs |") and "camvid_ce" in out
     assert (tmp_path / "t.csv").read_text().startswith("row,model,backbone")
     assert collect_main([str(tmp_path / "nothing")]) == 2
+
+
+def test_mean_std_by_hand() -> None:
+    from contrastseg.evaluation.collect import mean_std
+
+    assert mean_std([0.5, 0.7]) == "60.0 ± 14.1"  # sample std of 50 and 70 is 14.14
+    assert mean_std([0.39418, None], digits=2) == "39.42" and mean_std([]) == "-"
