@@ -10,7 +10,9 @@ InfoNCE (the N x N similarity, its exp and masks kept for autograd). Same inputs
 Cases (the paper's): Cityscapes-like, batch 8, 512x1024, 19 classes with Cityscapes' pixel imbalance; ADE20K-like,
 batch 16, 512x512, 150 classes; 256-d embeddings at strides 4/8/16/32. ``--scale`` shrinks the image side.
 Memory on CUDA is ``max_memory_allocated`` above the inputs; on CPU, each measurement runs in a fresh process and
-reports the peak resident-set growth.
+reports the peak resident-set growth. The last memory column leaves out the gradients of the input embeddings
+(as large as the embeddings, created by any loss on them; 356 MB in the full Cityscapes-like case).
+``--profile`` adds the CUDA kernels of our loss in the Cityscapes-like case, by time (torch.profiler).
 """
 
 from __future__ import annotations
@@ -139,7 +141,28 @@ def _measure(impl, case, scale, device, repeats):
             e.grad = None
 
     seconds, mib = timed(lambda: fn().backward(), device, repeats, before=clear_grads)
-    return seconds * 1000, mib
+    grads_mib = sum(e.numel() * e.element_size() for e in emb) / 2**20
+    return seconds * 1000, mib, max(mib - grads_mib, 0.0)
+
+
+def profile(scale: float, device: str) -> None:
+    """Print our loss's kernels in the Cityscapes-like case, by total device time, and the launch count."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    emb, labels = _inputs(("Cityscapes-like", 8, 512, 1024, 19), scale, device)
+    loss = MultiScaleContrastiveLoss()
+    for _ in range(3):
+        loss(emb, labels).total.backward()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        loss(emb, labels).total.backward()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    key = "cuda_time_total" if device == "cuda" else "cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    print(f"device kernels/copies in one forward+backward: {len(kernels)}")
 
 
 def measure(impl, case, scale, device, repeats):
@@ -156,6 +179,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--anchors", type=int, nargs="*", default=[4000, 10000])
+    parser.add_argument("--profile", action="store_true", help="also profile our loss (Cityscapes-like case)")
     args = parser.parse_args()
     scale = args.scale or (1.0 if args.device == "cuda" else 0.25)
     repeats = args.repeats or (20 if args.device == "cuda" else 5)
@@ -165,23 +189,27 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'CPU'}, " \
         f"{torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; image scale {scale}; median of {repeats}")
-    print("| case | shape | implementation | fwd+bwd ms | peak extra MB |")
-    print("|---|---|---|---:|---:|")
+    print("| case | shape | implementation | fwd+bwd ms | peak extra MB | without input grads MB |")
+    print("|---|---|---|---:|---:|---:|")
     for case in cases:
         batch, h, w = case[1], int(case[2] * scale) // 32 * 32, int(case[3] * scale) // 32 * 32
         rows = {impl: measure(impl, case, scale, args.device, repeats) for impl in ("baseline", "contrastseg")}
-        for impl, (ms, mb) in rows.items():
-            print(f"| {case[0]} | {batch}x{h}x{w}, {case[4]} classes | {impl} | {ms:.1f} | {mb:.0f} |", flush=True)
+        for impl, (ms, mb, own) in rows.items():
+            print(f"| {case[0]} | {batch}x{h}x{w}, {case[4]} classes | {impl} | {ms:.1f} | {mb:.0f} | {own:.0f} |",
+                  flush=True)
         ratio = rows["baseline"][0] / rows["contrastseg"][0]
-        print(f"| {case[0]} | | speed-up | {ratio:.1f}x | |", flush=True)
+        print(f"| {case[0]} | | speed-up | {ratio:.1f}x | | |", flush=True)
     print("\nThe quadratic part alone (Eq. 1-2 on N anchors of 256-d, 19 classes): dense versus blockwise")
     print("| N | implementation | fwd+bwd ms | peak extra MB |")
     print("|---:|---|---:|---:|")
     for n in args.anchors:
         for impl in ("baseline", "contrastseg"):
-            ms, mb = measure(impl, ("quadratic", n), scale, args.device, repeats)
+            ms, mb, _ = measure(impl, ("quadratic", n), scale, args.device, repeats)
             label = "dense (plain vectorised)" if impl == "baseline" else "contrastseg blockwise"
             print(f"| {n} | {label} | {ms:.1f} | {mb:.0f} |", flush=True)
+    if args.profile:
+        print()
+        profile(scale, args.device)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python -m benchmarks.train_step                   # CUDA if available: the paper's crops, batch 2 per GPU
     python -m benchmarks.train_step --scale 0.25      # scaled-down crops (CPU)
+    python -m benchmarks.train_step --amp bf16        # forward and losses under bf16 autocast
 
 Each row is one SGD step (forward, CE [+ multi-scale + cross-scale contrast], backward, update) on random images
 with realistic Cityscapes-like labels, median of the repeats; the ratio column is what matters: the cost of adding
@@ -28,7 +29,7 @@ FAMILIES = {  # name: (encoder, output stride, decoder, crop, contrast stages)
 }
 
 
-def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str):
+def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str, amp: str):
     from benchmarks.contrastive_loss import realistic_labels
 
     enc, os_, dec, crop, stages = FAMILIES[family]
@@ -40,18 +41,23 @@ def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str)
     images = torch.randn(batch, 3, h, w, device=device)
     labels = realistic_labels(batch, h, w, 19, seed=0).to(device)
 
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler(device, enabled=amp == "fp16")
+
     def step():
-        loss, _ = module.compute_loss(module(images), labels)
+        with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss, _ = module.compute_loss(module(images), labels)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
     return step, (h, w)
 
 
-def _measure(family, contrast, scale, batch, device, repeats):
+def _measure(family, contrast, scale, batch, device, repeats, amp):
     torch.manual_seed(0)
-    step, size = _step_fn(family, contrast, scale, batch, device)
+    step, size = _step_fn(family, contrast, scale, batch, device, amp)
     seconds, mib = timed(step, device, repeats, warmup=2)
     return seconds, mib, size
 
@@ -68,16 +74,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--families", nargs="*", default=list(FAMILIES))
+    parser.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none", help="autocast dtype")
     args = parser.parse_args()
     scale = args.scale or (1.0 if args.device == "cuda" else 0.25)
     repeats = args.repeats or (10 if args.device == "cuda" else 3)
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; crop scale {scale}; median of {repeats}")
+    print(f"device: {name}; torch {torch.__version__}; batch {args.batch}; crop scale {scale}; autocast {args.amp}; "
+          f"median of {repeats}")
     print("| model | crop | CE img/s | CE+contrast img/s | step time ratio | CE peak MB | CE+contrast peak MB |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for family in args.families:
-        t_ce, m_ce, size = measure(family, False, scale, args.batch, args.device, repeats)
-        t_c, m_c, _ = measure(family, True, scale, args.batch, args.device, repeats)
+        t_ce, m_ce, size = measure(family, False, scale, args.batch, args.device, repeats, args.amp)
+        t_c, m_c, _ = measure(family, True, scale, args.batch, args.device, repeats, args.amp)
         print(f"| {family} | {size[0]}x{size[1]} | {args.batch / t_ce:.2f} | {args.batch / t_c:.2f} | "
               f"{t_c / t_ce:.2f} | {m_ce:.0f} | {m_c:.0f} |", flush=True)
 

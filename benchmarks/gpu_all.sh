@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every measurement that needs a GPU, in one time-boxed go (about 9 minutes on one H100):
+#   1. benchmarks.contrastive_loss at the paper's full shapes, with a kernel profile of our loss;
+#   2. benchmarks.train_step at the paper's crops, float32 and bf16 autocast;
+#   3. tests/test_cuda.py (CUDA autocast, sampler syncs, memory target, mixed-precision fits), in the background of 4;
+#   4. benchmarks.camvid_comparison: 3 seeds x 2 arms trained at once, stopped at the time left and scored at the
+#      last epoch every run validated.
+# Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CAMVID_ROOT, BUDGET_S=total seconds, *_ARGS to shrink)
+set -u -o pipefail
+out=${1:?usage: gpu_all.sh OUTDIR}
+mkdir -p "$out"
+t0=$SECONDS
+budget=${BUDGET_S:-540}
+root=${CAMVID_ROOT:-../shared/data/camvid}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc
+  python3 -c "import torch, timm, lightning, torchmetrics, segmentation_models_pytorch as smp, albumentations as A
+print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__, 'lightning',
+      lightning.__version__, 'torchmetrics', torchmetrics.__version__, 'smp', smp.__version__, 'albumentations',
+      A.__version__)"; } 2>&1 | tee "$out/env.txt"
+
+echo "== contrastive loss ($((SECONDS - t0)) s)"
+timeout 150 python3 -m benchmarks.contrastive_loss --profile ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss.txt"
+echo "== train step ($((SECONDS - t0)) s)"
+timeout 110 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"
+timeout 60 python3 -m benchmarks.train_step --amp bf16 ${STEP_AMP_ARGS:---families HRNetV2-W48 UPerNet-Swin-T} ${STEP_ARGS:-} 2>&1 | tee -a "$out/train_step.txt"
+
+echo "== CUDA tests in the background, CamVid comparison ($((SECONDS - t0)) s)"
+timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$out/test_cuda.txt" 2>&1 &
+tests=$!
+left=$((budget - (SECONDS - t0) - 40))  # 40 s for the runs to stop, flush their logs and be scored
+camvid_out=runs/camvid_gpu
+python3 -m benchmarks.camvid_comparison --root "$root" --seeds 0 1 2 --parallel 6 --out "$camvid_out" \
+  --deadline-min "$(python3 -c "print(max($left, 60) / 60)")" \
+  -- --trainer.check_val_every_n_epoch=5 --data.init_args.num_workers=2 ${CAMVID_ARGS:-} 2>&1 | tee "$out/camvid.txt"
+wait $tests
+tail -5 "$out/test_cuda.txt"
+tar czf "$out/camvid_runs.tar.gz" "$camvid_out"/*.json "$camvid_out"/*.log \
+  $(find "$camvid_out" -name metrics.csv -o -name config.yaml) 2>/dev/null
+echo "== done in $((SECONDS - t0)) s"
