@@ -22,6 +22,8 @@ def timed(step: Callable[[], Any], device: str, repeats: int, *, warmup: int = 1
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(warmup):
         step()
+    if before is not None:
+        before()  # e.g. drop the warm-up's gradients, so that the peak below counts the step's own allocations
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()

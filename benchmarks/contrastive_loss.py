@@ -10,8 +10,9 @@ InfoNCE (the N x N similarity, its exp and masks kept for autograd). Same inputs
 Cases (the paper's): Cityscapes-like, batch 8, 512x1024, 19 classes with Cityscapes' pixel imbalance; ADE20K-like,
 batch 16, 512x512, 150 classes; 256-d embeddings at strides 4/8/16/32. ``--scale`` shrinks the image side.
 Memory on CUDA is ``max_memory_allocated`` above the inputs; on CPU, each measurement runs in a fresh process and
-reports the peak resident-set growth. The last memory column leaves out the gradients of the input embeddings
-(as large as the embeddings, created by any loss on them; 356 MB in the full Cityscapes-like case).
+reports the peak resident-set growth. Both include the gradients of the input embeddings (as large as the
+embeddings, created by any loss on them: 340 MiB in the full Cityscapes-like and ADE20K-like cases); the last
+column leaves them out, which leaves what the loss itself holds at its peak.
 ``--profile`` adds the CUDA kernels of our loss in the Cityscapes-like case, by time (torch.profiler).
 """
 

@@ -23,22 +23,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["supervised_infonce"]
+__all__ = ["l2_normalize", "supervised_infonce"]
 
 _BLOCK_ELEMENTS = 1 << 23  # similarity entries per row block (32 MiB of float32 per temporary)
+# Every line below is a kernel launch on a GPU, and at the paper's anchor counts (a few thousand) launches, not
+# arithmetic, bound the loss's time: the functions here are written for few launches (in-place updates, masks
+# applied by multiplication, the temperature folded into one operand, one block when it fits).
 
 
-def _block_terms(
-    z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tensor, inv_t: float, row_offset: int, exclude_self: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Similarities ``(b, M)`` and positive/negative masks of one row block."""
-    s = (z_rows @ z_cols.T) * inv_t  # (b, D) x (D, M) -> (b, M)
-    same = y_rows[:, None] == y_cols[None, :]  # (b, M)
-    neg = ~same
-    if exclude_self:  # the anchor itself is neither positive nor negative
-        rows = torch.arange(row_offset, row_offset + z_rows.shape[0], device=s.device)
-        same = same & (rows[:, None] != torch.arange(z_cols.shape[0], device=s.device)[None, :])
-    return s, same, neg
+class _L2Normalize(torch.autograd.Function):
+    """``x / max(|x|, eps)`` per row with a closed-form backward (3 kernels forward, 5 backward)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, eps: float) -> Tensor:  # type: ignore[override]
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)  # (N, 1)
+        z = x / norm.clamp_min(eps)
+        ctx.save_for_backward(z, norm)
+        ctx.eps = eps
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        z, norm = ctx.saved_tensors
+        # |x| > eps: (g - z (z.g)) / |x|; below eps the map is x / eps, so the gradient is g / eps.
+        inner = (z * grad).sum(dim=1, keepdim=True).mul_(norm > ctx.eps)  # (N, 1)
+        return (grad - z * inner).div_(norm.clamp_min(ctx.eps)), None
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rows of ``x`` scaled to unit L2 norm, in float32 (``F.normalize(x.float(), dim=1)``, fewer kernels)."""
+    return _L2Normalize.apply(x.float(), eps)
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)  # no copy when everything fit in one block
 
 
 class _BlockwiseInfoNCE(torch.autograd.Function):
@@ -48,38 +66,47 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
         block: int,
     ) -> Tensor:
         n = z_rows.shape[0]
-        lse = torch.empty(n, device=z_rows.device, dtype=torch.float32)
-        n_pos = torch.empty(n, device=z_rows.device, dtype=torch.float32)
-        total = z_rows.new_zeros((), dtype=torch.float32)
+        scaled = z_rows * inv_t  # (N, D): s = scaled @ z_cols.T
+        lse_parts, row_parts, npos_parts = [], [], []
         for r0 in range(0, n, block):
             r1 = min(r0 + block, n)
-            s, pos, neg = _block_terms(z_rows[r0:r1], y_rows[r0:r1], z_cols, y_cols, inv_t, r0, exclude_self)
-            lse_b = torch.logsumexp(s.masked_fill(~neg, float("-inf")), dim=1)  # (b,), -inf without negatives
-            per_pair = F.softplus(lse_b[:, None] - s).masked_fill_(~pos, 0.0)  # (b, M)
-            npos_b = pos.sum(dim=1).float()
-            total = total + (per_pair.sum(dim=1) / npos_b.clamp_min(1.0)).sum()
-            lse[r0:r1], n_pos[r0:r1] = lse_b, npos_b
-        ctx.save_for_backward(z_rows, y_rows, z_cols, y_cols, lse, n_pos)
+            s = scaled[r0:r1] @ z_cols.T  # (b, D) x (D, M) -> (b, M)
+            same = y_rows[r0:r1, None] == y_cols[None, :]  # (b, M) same class: positives, or the anchor itself
+            lse_b = torch.logsumexp(s.masked_fill(same, float("-inf")), dim=1)  # (b,) over N(i), -inf if empty
+            per_pair = F.softplus(lse_b[:, None] - s).mul_(same)  # (b, M), zero off the positives
+            npos_b = same.sum(dim=1, dtype=torch.float32)  # (b,)
+            if exclude_self:  # the anchor itself is not its own positive
+                per_pair[:, r0:r1].diagonal().zero_()
+                npos_b = npos_b.sub_(1.0)
+            lse_parts.append(lse_b)
+            row_parts.append(per_pair.sum(dim=1).div_(npos_b.clamp_min(1.0)))
+            npos_parts.append(npos_b)
+        lse, n_pos = _cat(lse_parts), _cat(npos_parts)  # (N,) each
+        ctx.save_for_backward(scaled, y_rows, z_cols, y_cols, lse, n_pos)
         ctx.inv_t, ctx.exclude_self, ctx.block = inv_t, exclude_self, block
-        return total / n
+        return _cat(row_parts).sum() / n
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        z_rows, y_rows, z_cols, y_cols, lse, n_pos = ctx.saved_tensors
-        inv_t, block = ctx.inv_t, ctx.block
-        n = z_rows.shape[0]
-        grad_rows = torch.zeros_like(z_rows)
-        grad_cols = torch.zeros_like(z_cols)
-        weight = torch.where(n_pos > 0, grad_out.float() / (n * n_pos.clamp_min(1.0)), torch.zeros_like(n_pos))
-        lse_safe = torch.where(torch.isfinite(lse), lse, torch.zeros_like(lse))
+        scaled, y_rows, z_cols, y_cols, lse, n_pos = ctx.saved_tensors
+        block = ctx.block
+        n = scaled.shape[0]
+        weight = (grad_out.float() / n) / n_pos.clamp_min(1.0)  # (N,) d total / d per-pair term of row i
+        lse_safe = torch.nan_to_num(lse, neginf=0.0)  # rows without negatives: their softmax terms are masked
+        grad_rows_parts, grad_cols = [], None
         for r0 in range(0, n, block):
             r1 = min(r0 + block, n)
-            s, pos, neg = _block_terms(z_rows[r0:r1], y_rows[r0:r1], z_cols, y_cols, inv_t, r0, ctx.exclude_self)
-            g_pos = torch.sigmoid(lse[r0:r1, None] - s).masked_fill_(~pos, 0.0) * weight[r0:r1, None]  # (b, M)
-            p_neg = torch.exp(s - lse_safe[r0:r1, None]).masked_fill_(~neg, 0.0)  # softmax over N(i), (b, M)
-            d_s = p_neg.mul_(g_pos.sum(dim=1, keepdim=True)).sub_(g_pos).mul_(inv_t)  # dL/d(z_i.z_j), (b, M)
-            grad_rows[r0:r1] = d_s @ z_cols  # (b, M) x (M, D) -> (b, D)
-            grad_cols.addmm_(d_s.T, z_rows[r0:r1])  # (M, b) x (b, D) -> (M, D)
+            s = scaled[r0:r1] @ z_cols.T  # (b, M), recomputed
+            same = y_rows[r0:r1, None] == y_cols[None, :]  # (b, M)
+            g_pos = torch.sigmoid(lse[r0:r1, None] - s).mul_(same).mul_(weight[r0:r1, None])  # (b, M)
+            if ctx.exclude_self:
+                g_pos[:, r0:r1].diagonal().zero_()
+            p_neg = torch.exp(s - lse_safe[r0:r1, None]).masked_fill_(same, 0.0)  # softmax over N(i), (b, M)
+            d_s = p_neg.mul_(g_pos.sum(dim=1, keepdim=True)).sub_(g_pos)  # dL/ds, (b, M)
+            grad_rows_parts.append(d_s @ z_cols)  # (b, M) x (M, D) -> (b, D); times 1/t below
+            block_cols = d_s.T @ scaled[r0:r1]  # (M, b) x (b, D) -> (M, D), 1/t already in `scaled`
+            grad_cols = block_cols if grad_cols is None else grad_cols.add_(block_cols)
+        grad_rows = _cat(grad_rows_parts).mul_(ctx.inv_t)
         return grad_rows, None, grad_cols, None, None, None, None
 
 
@@ -91,6 +118,7 @@ def supervised_infonce(
     *,
     temperature: float = 0.1,
     block_elements: int = _BLOCK_ELEMENTS,
+    normalized: bool = False,
 ) -> Tensor:
     """Supervised InfoNCE (paper Eq. 1-2) of anchors against a contrast set.
 
@@ -102,6 +130,8 @@ def supervised_infonce(
         contrast_labels: ``(M,)`` classes of ``contrast`` (required with ``contrast``).
         temperature: ``t`` in ``s = z_i . z_j / t``.
         block_elements: similarity entries computed at once; bounds the transient memory.
+        normalized: the inputs are already float32 unit rows (:func:`l2_normalize`), as when one anchor set
+            serves several terms; skips normalising them again.
 
     Returns:
         Scalar loss, mean over anchors. An exact, graph-connected 0 when there are no anchors, no contrast
@@ -112,14 +142,11 @@ def supervised_infonce(
         raise ValueError("give contrast and contrast_labels together")
     exclude_self = contrast is None
     with torch.autocast(anchors.device.type, enabled=False):
-        z_rows = F.normalize(anchors.float(), dim=1)
-        z_cols = z_rows if contrast is None else F.normalize(contrast.float(), dim=1)
+        if anchors.shape[0] == 0 or (contrast is not None and contrast.shape[0] == 0):
+            zero = anchors.reshape(-1)[:0].float().sum()  # graph-connected exact 0
+            return zero if contrast is None else zero + contrast.reshape(-1)[:0].float().sum()
+        z_rows = anchors if normalized else l2_normalize(anchors)
+        z_cols = z_rows if contrast is None else (contrast if normalized else l2_normalize(contrast))
         y_cols = labels if contrast_labels is None else contrast_labels
-        zero = anchors.reshape(-1)[:0].float().sum()  # graph-connected exact 0
-        if contrast is not None:
-            zero = zero + contrast.reshape(-1)[:0].float().sum()
-        if z_rows.shape[0] == 0 or z_cols.shape[0] == 0:
-            return zero
         block = max(1, min(z_rows.shape[0], block_elements // max(1, z_cols.shape[0])))
-        loss = _BlockwiseInfoNCE.apply(z_rows, labels, z_cols, y_cols, 1.0 / temperature, exclude_self, block)
-        return loss + zero
+        return _BlockwiseInfoNCE.apply(z_rows, labels, z_cols, y_cols, 1.0 / temperature, exclude_self, block)

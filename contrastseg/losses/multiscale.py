@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from contrastseg.errors import AnchorLimitError
 from contrastseg.losses.distributed import gather_anchor_sets
-from contrastseg.losses.infonce import supervised_infonce
-from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices
+from contrastseg.losses.infonce import l2_normalize, supervised_infonce
+from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
 __all__ = ["ContrastiveLossOutput", "MultiScaleContrastiveLoss", "downsample_labels"]
 
@@ -135,27 +135,38 @@ class MultiScaleContrastiveLoss(nn.Module):
         if len(embeddings) != len(self.scale_weights):
             raise ValueError(f"got {len(embeddings)} embedding maps but {len(self.scale_weights)} scale_weights")
         used = {s for s, w in enumerate(self.scale_weights) if w != 0} | {s for p in self.cross_scale_pairs for s in p}
+        scales = sorted(used)
+        labels_at = {s: downsample_labels(labels, embeddings[s].shape[-2:], None if strides is None else strides[s])
+                     for s in scales}
         anchors: dict[int, tuple[Tensor, Tensor]] = {}
-        for s in sorted(used):
-            emb = embeddings[s]
-            labels_s = downsample_labels(labels, emb.shape[-2:], None if strides is None else strides[s])
-            if self.sampling_mode == "all":
-                index = self._all_labelled(labels_s, emb.shape[1], s)
-                anchors[s] = (gather_pixels(emb, index), labels_s.reshape(-1)[index])
-            elif self.gather_distributed:
-                anchors[s] = gather_anchor_sets(emb, labels_s, generator=generator, **self.sampling)
-            else:
-                index, anchor_labels = sample_anchor_indices(labels_s, generator=generator, **self.sampling)
-                anchors[s] = (gather_pixels(emb, index), anchor_labels)
-        # An exact 0 that keeps every scale in the graph (zero gradients, so DDP sees every parameter used);
-        # summing an empty slice cannot pick up NaN/inf from pixels the loss never reads.
-        zero = sum(e.reshape(-1)[:0].float().sum() for e in embeddings)
+        if self.sampling_mode == "all":
+            for s in scales:
+                index = self._all_labelled(labels_at[s], embeddings[s].shape[1], s)
+                anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), labels_at[s].reshape(-1)[index])
+        elif self.gather_distributed:
+            for s in scales:
+                anchors[s] = gather_anchor_sets(embeddings[s], labels_at[s], generator=generator, **self.sampling)
+        else:  # every scale in one call: one host sync and two sorts for all of them
+            drawn = sample_anchor_indices_multiscale([labels_at[s] for s in scales], generator=generator,
+                                                     **self.sampling)
+            for s, (index, anchor_labels) in zip(scales, drawn):
+                anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), anchor_labels)
+        # An exact 0 that keeps the scales no term uses in the graph (zero gradients, so DDP sees every parameter
+        # used); summing an empty slice cannot pick up NaN/inf from pixels the loss never reads. Used scales are
+        # connected through their anchors already (also with none), so they need no such term: its backward
+        # would write a zero gradient the size of the whole map.
+        unused = [e for s, e in enumerate(embeddings) if s not in used]
+        zero = (sum(e.reshape(-1)[:0].float().sum() for e in unused) if unused
+                else labels.new_zeros((), dtype=torch.float32))
+        with torch.autocast(labels.device.type, enabled=False):  # each scale's set normalised once, in float32
+            anchors = {s: (l2_normalize(z), y) for s, (z, y) in anchors.items()}
         per_scale = [
-            supervised_infonce(*anchors[s], temperature=self.temperature) if s in anchors and w != 0 else zero
+            supervised_infonce(*anchors[s], temperature=self.temperature, normalized=True)
+            if s in anchors and w != 0 else zero
             for s, w in enumerate(self.scale_weights)
         ]
         cross_scale = [
-            supervised_infonce(*anchors[a], *anchors[b], temperature=self.cross_scale_temperature)
+            supervised_infonce(*anchors[a], *anchors[b], temperature=self.cross_scale_temperature, normalized=True)
             for a, b in self.cross_scale_pairs
         ]
         total = zero + sum(w * l for w, l in zip(self.scale_weights, per_scale))

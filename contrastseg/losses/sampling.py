@@ -7,15 +7,18 @@ is the smallest pixel count of a present pair; ``V = min(K, max_views_per_class)
 
 The implementation never loops over images, classes or pairs: pair sizes come from one ``scatter_add`` over a
 fixed-size table, a random permutation inside every pair comes from two sorts, and the ``V`` first pixels of every
-pair are read at computed offsets. One host synchronisation reads ``(T, K)``, which the output size needs.
+pair are read at computed offsets. One host synchronisation reads ``(T, K)``, which the output size needs; the
+multi-scale loss samples all its scales in one call, so one sync and one pair of sorts serve every scale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-__all__ = ["sample_anchor_indices", "sample_balanced_anchors"]
+__all__ = ["gather_pixels", "sample_anchor_indices", "sample_anchor_indices_multiscale", "sample_balanced_anchors"]
 
 
 def sample_anchor_indices(
@@ -41,41 +44,79 @@ def sample_anchor_indices(
         ``index`` ``(N,)`` into ``labels.flatten()`` and ``anchor_labels`` ``(N,)``, with ``N = V * T``; pairs
         appear in (image, class) order, each as ``V`` consecutive entries. ``N = 0`` when no pair is present.
     """
-    b, h, w = labels.shape
-    device = labels.device
-    n_values = max(256, ignore_index + 1)
-    flat = labels.reshape(-1).long()  # (B, h, w) -> (B*h*w,)
-    valid = (flat != ignore_index) & (flat >= 0)
-    image = torch.arange(b, device=device).repeat_interleave(h * w)  # (B*h*w,) image index of each pixel
-    # Pair key image * n_values + class; every invalid pixel goes to one extra bucket at the end.
-    key = torch.where(valid, image * n_values + flat, torch.full_like(flat, b * n_values))
-    counts = torch.zeros(b * n_values + 1, dtype=torch.long, device=device)
-    counts.scatter_add_(0, key, torch.ones_like(key))  # (B*n_values + 1,) pixels per pair
-    counts[-1] = 0
-    present = counts >= max(min_views_per_class, 1)
-    big = torch.iinfo(torch.long).max
-    t_and_k = torch.stack([present.sum(), torch.where(present, counts, big).min()]).tolist()  # the one sync
-    t, k = int(t_and_k[0]), int(t_and_k[1])
-    if t == 0:
-        empty = torch.empty(0, dtype=torch.long, device=device)
-        return empty, empty
-    v = min(k, max_views_per_class)
-    if v * t > max_anchors:
-        v = max_anchors // t
-    if v == 0:  # more pairs than max_anchors: nothing can be sampled fairly
-        empty = torch.empty(0, dtype=torch.long, device=device)
-        return empty, empty
+    return sample_anchor_indices_multiscale(
+        [labels], ignore_index=ignore_index, min_views_per_class=min_views_per_class,
+        max_views_per_class=max_views_per_class, max_anchors=max_anchors, generator=generator)[0]
 
-    # A uniformly random order inside every pair: shuffle all pixels, then stable-sort by pair key.
-    noise = torch.rand(flat.shape, generator=generator, device=device)
+
+def sample_anchor_indices_multiscale(
+    labels: Sequence[Tensor],
+    *,
+    ignore_index: int = 255,
+    min_views_per_class: int = 5,
+    max_views_per_class: int = 2500,
+    max_anchors: int = 10000,
+    generator: torch.Generator | None = None,
+) -> list[tuple[Tensor, Tensor]]:
+    """:func:`sample_anchor_indices` for several scales at once: one host sync and two sorts for all of them.
+
+    Each scale is sampled exactly as if alone (its own ``T``, ``K`` and ``V``; caps per scale); only the
+    random stream differs from separate calls.
+
+    Args:
+        labels: one ``(B, h_s, w_s)`` label map per scale (same ``B``).
+        ignore_index, min_views_per_class, max_views_per_class, max_anchors, generator: as in
+            :func:`sample_anchor_indices`.
+
+    Returns:
+        Per scale, ``index`` into that scale's ``labels[s].flatten()`` and ``anchor_labels``.
+    """
+    device = labels[0].device
+    n_values = max(256, ignore_index + 1)
+    n_keys = labels[0].shape[0] * n_values + 1  # per scale: (image, class) pairs, then one bucket for invalid pixels
+    keys, locals_ = [], []
+    for s, lab in enumerate(labels):  # a loop over the (few) scales only; Python numbers, no host-device copies
+        flat = lab.reshape(-1).long()  # (B, h, w) -> (B*h*w,)
+        local = torch.arange(flat.numel(), device=device)  # (B*h*w,) index inside this scale's map
+        valid = (flat != ignore_index) & (flat >= 0)
+        pair = torch.where(valid, local // (lab.shape[1] * lab.shape[2]) * n_values + flat, n_keys - 1)
+        keys.append(pair.add_(s * n_keys))  # (B*h*w,) global key: scale, then (image, class) or invalid
+        locals_.append(local)
+    key, local = torch.cat(keys), torch.cat(locals_)  # (P,) all scales' pixels, scale-major
+    n_scales = len(labels)
+    counts = torch.zeros(n_scales * n_keys, dtype=torch.long, device=device)
+    counts.scatter_add_(0, key, torch.ones_like(key))  # (S*n_keys,) pixels per key
+    starts = torch.cumsum(counts, 0) - counts  # (S*n_keys,) first position of each key in key order
+    counts.view(n_scales, n_keys)[:, -1] = 0  # the invalid buckets are never sampled
+    present = counts >= max(min_views_per_class, 1)  # (S*n_keys,)
+    per_scale = present.view(n_scales, n_keys)
+    t = per_scale.sum(1)  # (S,) present pairs per scale
+    k = torch.where(per_scale, counts.view(n_scales, n_keys), torch.iinfo(torch.long).max).amin(1)  # (S,)
+    # V per scale, on the device (the same arithmetic as on the host below, so nothing is copied back up).
+    v_dev = torch.clamp_max(k, max_views_per_class)
+    v_dev = torch.where(v_dev * t > max_anchors, max_anchors // t.clamp_min(1), v_dev).mul_(t > 0)  # (S,)
+    t_and_k = torch.cat([t, k]).tolist()  # the one host sync: (T_s, K_s) of every scale
+    views = []
+    for t_s, k_s in zip(t_and_k[:n_scales], t_and_k[n_scales:]):
+        v = min(int(k_s), max_views_per_class) if t_s else 0
+        views.append(max_anchors // t_s if v * t_s > max_anchors else v)  # 0 when nothing can be sampled fairly
+    counts_out = [int(t_s) * v for t_s, v in zip(t_and_k, views)]
+    n_out, n_pairs = sum(counts_out), int(sum(t_and_k[:n_scales]))
+    if n_out == 0:
+        empty = torch.empty(0, dtype=torch.long, device=device)
+        return [(empty, empty) for _ in labels]
+    # A uniformly random order inside every key: shuffle all pixels, then stable-sort by key.
+    noise = torch.rand(key.shape, generator=generator, device=device)
     perm = torch.argsort(noise)
-    perm = perm[torch.argsort(key[perm], stable=True)]  # (B*h*w,) pixels grouped by key, random within a group
-    starts = torch.cumsum(counts, 0) - counts  # (B*n_values + 1,) first position of each key in the sorted order
-    pair_keys = torch.argsort((~present).to(torch.uint8), stable=True)[:t]  # (T,) present keys, ascending
-    offsets = starts[pair_keys][:, None] + torch.arange(v, device=device)[None, :]  # (T, V)
-    index = perm[offsets.reshape(-1)]  # (T, V) -> (T*V,) flat pixel indices
-    anchor_labels = (pair_keys % n_values).repeat_interleave(v)  # (T*V,)
-    return index, anchor_labels
+    perm = perm[torch.argsort(key[perm], stable=True)]  # (P,) pixels grouped by key, random within a key
+    pair_keys = torch.argsort((~present).to(torch.uint8), stable=True)[:n_pairs]  # (T,) present keys, ascending
+    pair_views = v_dev[pair_keys // n_keys]  # (T,) V of each pair's scale
+    first = torch.repeat_interleave(starts[pair_keys], pair_views, output_size=n_out)  # (N,)
+    pair_first = torch.cumsum(pair_views, 0) - pair_views  # (T,) first output slot of each pair
+    rank = torch.arange(n_out, device=device) - torch.repeat_interleave(pair_first, pair_views, output_size=n_out)
+    index = local[perm[first + rank]]  # (N,) pixel inside its scale's map
+    anchor_labels = torch.repeat_interleave(pair_keys % n_keys % n_values, pair_views, output_size=n_out)  # (N,)
+    return list(zip(index.split(counts_out), anchor_labels.split(counts_out)))
 
 
 def sample_balanced_anchors(
@@ -111,11 +152,41 @@ def sample_balanced_anchors(
     return gather_pixels(embeddings_s, index), anchor_labels
 
 
-def gather_pixels(embeddings: Tensor, index: Tensor) -> Tensor:
+class _GatherPixels(torch.autograd.Function):
+    """``embeddings[b, :, p]`` rows; the backward writes rows into zeros without the accumulating index_put.
+
+    Autograd's own backward of advanced indexing accumulates (sorts the indices and copies the whole map
+    contiguous first); with indices known to be distinct a plain scatter is exact and much cheaper.
+    """
+
+    @staticmethod
+    def forward(ctx, flat: Tensor, image: Tensor, pixel: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(image, pixel)
+        ctx.shape = flat.shape
+        return flat[image, :, pixel]  # advanced indices first: (N, D)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        image, pixel = ctx.saved_tensors
+        out = grad.new_zeros(ctx.shape)  # (B, D, h*w)
+        out[image, :, pixel] = grad
+        return out, None, None
+
+
+def gather_pixels(embeddings: Tensor, index: Tensor, *, distinct: bool = False) -> Tensor:
     """Rows ``embeddings[b, :, y, x]`` for flat pixel indices ``index`` into ``(B, h, w)``: ``(N, D)``.
 
     Reads only the selected pixels (no channels-last copy of the whole map).
+
+    Args:
+        embeddings: ``(B, D, h, w)``.
+        index: ``(N,)`` flat indices into ``(B, h, w)``.
+        distinct: the indices are known to be distinct (a sample without replacement), which allows a cheaper
+            backward.
     """
     b, d, h, w = embeddings.shape
     flat = embeddings.reshape(b, d, h * w)  # (B, D, h, w) -> (B, D, h*w), a view for contiguous maps
-    return flat[index // (h * w), :, index % (h * w)]  # advanced indices first: (N, D)
+    image, pixel = index // (h * w), index % (h * w)
+    if distinct and torch.is_grad_enabled() and flat.requires_grad:
+        return _GatherPixels.apply(flat, image, pixel)
+    return flat[image, :, pixel]  # advanced indices first: (N, D)

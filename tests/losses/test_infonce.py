@@ -83,3 +83,17 @@ def test_benchmark_baseline_matches_equation() -> None:
                                rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(infonce_dense(anchors, labels, contrast, contrast_labels).double(),
                                infonce_loops(anchors, labels, contrast, contrast_labels), rtol=1e-5, atol=1e-6)
+
+
+def test_l2_normalize_matches_functional_normalize_with_a_zero_row() -> None:
+    from contrastseg.losses.infonce import l2_normalize
+
+    x = torch.randn(6, 5, dtype=torch.float32)
+    x[2] = 0.0  # below eps: the map is x / eps
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    upstream = torch.randn(6, 5)
+    ours, ref = l2_normalize(x1), torch.nn.functional.normalize(x2, dim=1)
+    torch.testing.assert_close(ours, ref)
+    (ours * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad)

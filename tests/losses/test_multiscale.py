@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from contrastseg.losses import MultiScaleContrastiveLoss, downsample_labels, sample_anchor_indices, supervised_infonce
-from contrastseg.losses.sampling import gather_pixels
+from contrastseg.losses import MultiScaleContrastiveLoss, downsample_labels, supervised_infonce
+from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
 STRIDES = (4, 8, 16, 32)
 
@@ -35,10 +35,8 @@ def test_total_is_the_weighted_sum_of_the_reference_terms() -> None:
     out = loss(emb, labels, generator=torch.Generator().manual_seed(7))
     # Recompute each term from the functional pieces with the same random draws.
     g = torch.Generator().manual_seed(7)
-    sets = []
-    for e, s in zip(emb, STRIDES):
-        index, lab = sample_anchor_indices(labels[:, ::s, ::s], generator=g)
-        sets.append((gather_pixels(e, index), lab))
+    drawn = sample_anchor_indices_multiscale([labels[:, ::s, ::s] for s in STRIDES], generator=g)
+    sets = [(gather_pixels(e, index), lab) for e, (index, lab) in zip(emb, drawn)]
     per_scale = [supervised_infonce(*sets[s]) for s in range(4)]
     cross = [supervised_infonce(*sets[0], *sets[3], temperature=0.3), supervised_infonce(*sets[0], *sets[2], temperature=0.3)]
     for got, ref in zip(out.per_scale + out.cross_scale, per_scale + cross):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from contrastseg.losses import sample_anchor_indices, sample_balanced_anchors
+from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
 
 def _spec_v(labels: torch.Tensor, ignore=255, min_views=5, max_views=2500, max_anchors=10000):
@@ -95,3 +96,30 @@ def test_class_with_single_pixel_sets_v_when_allowed() -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="disagree"):
         sample_balanced_anchors(torch.randn(2, 4, 8, 8), torch.zeros(2, 4, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("max_anchors", [10000, 150])
+def test_all_scales_at_once_match_the_specification_per_scale(max_anchors: int) -> None:
+    fine = _imbalanced_labels(3, 64, 96, 19, seed=5)
+    scales = [fine, fine[:, ::2, ::2], fine[:, ::4, ::4], torch.full((3, 8, 12), 255)]  # the last: all ignore
+    drawn = sample_anchor_indices_multiscale(scales, max_anchors=max_anchors, generator=torch.Generator().manual_seed(0))
+    assert len(drawn) == 4 and drawn[3][0].numel() == 0
+    for labels, (index, anchor_labels) in zip(scales[:3], drawn):
+        counts, v = _spec_v(labels, max_anchors=max_anchors)
+        plane = labels.shape[1] * labels.shape[2]
+        assert index.numel() == v * len(counts) and len(index.unique()) == len(index)
+        assert torch.equal(labels.reshape(-1)[index], anchor_labels)
+        got: dict = {}
+        for p, c in zip(index.tolist(), anchor_labels.tolist()):
+            got[(p // plane, c)] = got.get((p // plane, c), 0) + 1
+        assert got == {k: v for k in counts}
+
+
+def test_distinct_gather_has_the_same_gradient() -> None:
+    emb = torch.randn(2, 5, 6, 7, requires_grad=True)
+    index = torch.randperm(2 * 6 * 7)[:30]
+    upstream = torch.randn(30, 5)
+    fast = torch.autograd.grad((gather_pixels(emb, index, distinct=True) * upstream).sum(), emb)[0]
+    plain = torch.autograd.grad((gather_pixels(emb, index) * upstream).sum(), emb)[0]
+    assert torch.equal(gather_pixels(emb, index, distinct=True), gather_pixels(emb, index))
+    torch.testing.assert_close(fast, plain, rtol=0, atol=0)
