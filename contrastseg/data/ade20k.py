@@ -49,7 +49,7 @@ class ADE20KDataset(SegmentationDataset):
         folder = {"train": "training", "val": "validation"}[split]
         images = sorted(require_dir(root / "images" / folder, self.layout).glob("*.jpg"))
         labels = require_dir(root / "annotations" / folder, self.layout)
-        return self.match_labels(images, lambda p: labels / f"{p.stem}.png", self.layout)
+        return self.match_labels(images, lambda p: labels / f"{p.stem}.png", labels.glob("*.png"))
 
     def label_lut(self) -> np.ndarray:
         return build_lut({0: 255, **{v: v - 1 for v in range(1, 151)}}, default=-1)

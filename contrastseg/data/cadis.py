@@ -10,7 +10,7 @@ from contrastseg.data.dataset import SegmentationDataset, build_lut, default_pal
 from contrastseg.data.transforms import Transform
 from contrastseg.errors import DataError
 
-__all__ = ["CaDISDataset"]
+__all__ = ["CaDISDataset", "task_groups", "task_mapping"]
 
 RAW_CLASSES = (
     "Pupil", "Surgical Tape", "Hand", "Eye Retractors", "Iris", "Skin", "Cornea", "Hydrodissection Cannula",
@@ -48,6 +48,13 @@ def task_mapping(task: int) -> tuple[dict[int, int], tuple[str, ...]]:
     raise DataError(f"CaDIS task must be 1, 2 or 3, got {task}")
 
 
+def task_groups(task: int) -> dict[str, tuple[int, ...]]:
+    """Metric class groups of a task: anatomies, others, instruments and (tasks 2 and 3) rare."""
+    n = len(task_mapping(task)[1])
+    groups = {"anatomies": (0, 4, 5, 6), "others": (1, 2, 3), "instruments": tuple(range(7, n))}
+    return {**groups, **({"rare": RARE[task]} if RARE[task] else {})}
+
+
 class CaDISDataset(SegmentationDataset):
     """``VideoXX/Images/*.png`` with ``VideoXX/Labels/*.png``; splits are sets of videos.
 
@@ -68,9 +75,7 @@ class CaDISDataset(SegmentationDataset):
         self.task, self.mapping = task, mapping
         self.num_classes, self.class_names = len(names), names  # type: ignore[misc]
         self.palette = default_palette(len(names))  # type: ignore[misc]
-        n = len(names)
-        self.class_groups = {"anatomies": (0, 4, 5, 6), "others": (1, 2, 3),  # type: ignore[misc]
-                             "instruments": tuple(range(7, n)), **({"rare": RARE[task]} if RARE[task] else {})}
+        self.class_groups = task_groups(task)  # type: ignore[misc]
         super().__init__(root, split, transform)
 
     def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:
@@ -79,7 +84,7 @@ class CaDISDataset(SegmentationDataset):
             folder = require_dir(root / f"Video{video:02d}", self.layout)
             images = sorted(require_dir(folder / "Images", self.layout).glob("*.png"))
             labels = require_dir(folder / "Labels", self.layout)
-            pairs += self.match_labels(images, lambda p, labels=labels: labels / p.name, self.layout)
+            pairs += self.match_labels(images, lambda p, labels=labels: labels / p.name, labels.glob("*.png"))
         return pairs
 
     def label_lut(self) -> np.ndarray:

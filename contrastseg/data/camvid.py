@@ -26,14 +26,20 @@ class CamVidDataset(SegmentationDataset):
     palette = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0),
                (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192))
     class_groups = {"rare": (2, 6, 7, 9, 10)}
-    layout = "ROOT/{split}/<stem>.jpg|png and ROOT/{split}annot/<stem>.png"
+    layout = "ROOT/{split}/<stem>.jpg|png and ROOT/{split}annot/<stem>.png (test/ and testannot/ optional)"
     splits = ("train", "val", "test")
+    optional_splits = ("test",)
+
+    @classmethod
+    def split_present(cls, root: Path, split: str) -> bool:
+        return (root / split).exists() or (root / f"{split}annot").exists()
 
     def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:
         images = sorted(p for p in require_dir(root / split, self.layout).iterdir()
                         if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         labels = require_dir(root / f"{split}annot", self.layout)
-        return self.match_labels(images, lambda p: labels / f"{p.stem}.png", self.layout)
+        return self.match_labels(images, lambda p: labels / f"{p.stem}.png",
+                                 [p for p in labels.iterdir() if p.suffix.lower() == ".png"])
 
     def label_lut(self) -> np.ndarray:
         return build_lut({11: 255})

@@ -4,8 +4,10 @@
     contrastseg check-data cadis /data/CaDIS --task 3 --splits train val_test
 
 Counts images per split, decodes every image and label (with worker processes), and lists every problem found:
-missing folders, images without labels, files that do not decode, size mismatches, label values outside the known
-set. Exits 1 when anything is wrong.
+missing folders, images without labels and labels without images (each by name), files that do not decode, size
+mismatches, label values outside the known set. A split the dataset may lack (CamVid's ``test``) is reported as
+"not present (optional)" when none of its folders exist, unless ``--splits`` names it. Exits 1 when anything is
+wrong.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -36,11 +40,13 @@ DATASETS: dict[str, type[SegmentationDataset]] = {
 
 @dataclass
 class CheckReport:
-    """What :func:`check_dataset` found: images per split, pixels per class, problems (one line each)."""
+    """What :func:`check_dataset` found: images per split, pixels per class, problems (one line each), and the
+    optional splits that are not there (not a problem)."""
 
     images: dict[str, int] = field(default_factory=dict)
     pixels: dict[str, np.ndarray] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -70,18 +76,34 @@ def _identity(item: tuple) -> tuple:
     return item
 
 
+def _lenient(cls: type[SegmentationDataset], root: str, split: str, **kwargs: Any) -> SegmentationDataset:
+    """``cls(root, split)`` that lists unpaired files in ``unmatched`` instead of raising, so the rest is checked."""
+    dataset = cls.__new__(cls)
+    dataset.strict_pairs = False  # type: ignore[misc]  # this instance only
+    dataset.__init__(root, split, **kwargs)  # type: ignore[misc]
+    return dataset
+
+
 def check_dataset(dataset: str, root: str, *, splits: Sequence[str] | None = None, task: int | None = None,
                   num_workers: int = 4) -> CheckReport:
-    """Check every split of ``dataset`` (a :data:`DATASETS` key) under ``root``."""
+    """Check every split of ``dataset`` (a :data:`DATASETS` key) under ``root``.
+
+    Without ``splits``, every split of the dataset is checked, and an optional one (``optional_splits``) none of
+    whose folders exist goes to ``report.absent`` instead of ``report.problems``.
+    """
     cls = DATASETS[dataset]
     kwargs = {"task": task} if dataset == "cadis" and task is not None else {}
     report = CheckReport()
     for split in splits or [s for s in cls.splits if s != "val_test"]:
+        if not splits and split in cls.optional_splits and not cls.split_present(Path(root).expanduser(), split):
+            report.absent.append(split)
+            continue
         try:
-            ds = cls(root, split, **kwargs)
+            ds = _lenient(cls, root, split, **kwargs)
         except ContrastSegError as err:
             report.problems.append(f"[{split}] {err}")
             continue
+        report.problems += [f"[{split}] {line}" for line in ds.unmatched]
         report.images[split] = len(ds)
         loader = DataLoader(_Probe(ds), batch_size=None, num_workers=num_workers, collate_fn=_identity)
         total = np.zeros(ds.num_classes, dtype=np.int64)
@@ -110,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         labelled = int(report.pixels[split].sum())
         print(f"{split}: {n} images, {labelled:,} labelled pixels, "
               f"{int((report.pixels[split] > 0).sum())}/{len(report.pixels[split])} classes present")
+    for split in report.absent:
+        print(f"{split}: not present (optional)")
     for problem in report.problems:
         print(f"problem: {problem}")
     print("OK" if report.ok else f"{len(report.problems)} problem(s) found")

@@ -45,7 +45,7 @@ class CityscapesDataset(SegmentationDataset):
             stem = image.name[: -len("_leftImg8bit.png")]
             return labels_dir / image.parent.name / f"{stem}_gtFine_labelIds.png"
 
-        return self.match_labels(images, label_for, self.layout)
+        return self.match_labels(images, label_for, labels_dir.glob("*/*_gtFine_labelIds.png"))
 
     def label_lut(self) -> np.ndarray:
         # Known ids 0..33 (and 255 as written by some tools); those without a train id are ignored.

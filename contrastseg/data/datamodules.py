@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from contrastseg.data.ade20k import ADE20KDataset
 from contrastseg.data.base import SegmentationDataModule
-from contrastseg.data.cadis import CaDISDataset, task_mapping
+from contrastseg.data.cadis import CaDISDataset, task_groups, task_mapping
 from contrastseg.data.camvid import CamVidDataset
 from contrastseg.data.cityscapes import CityscapesDataset
 from contrastseg.data.dataset import SegmentationDataset, default_palette
@@ -132,7 +132,7 @@ class CaDISDataModule(DatasetDataModule):
     def _set_class_facts(self) -> None:
         _, names = task_mapping(self.task)
         self.num_classes, self.class_names, self.palette = len(names), names, default_palette(len(names))
-        self.class_groups = {"anatomies": (0, 4, 5, 6), "others": (1, 2, 3), "instruments": tuple(range(7, len(names)))}
+        self.class_groups = task_groups(self.task)  # the dataset's groups, rare included (tasks 2 and 3)
 
     def make_dataset(self, split: str, transform: Any = None) -> SegmentationDataset:
         return CaDISDataset(self.root, self.splits[split], transform, task=self.task)

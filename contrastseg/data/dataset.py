@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,7 +67,12 @@ class SegmentationDataset(Dataset):
     (``0..C-1`` and 255) of the image's size. The raw-to-train mapping is one table lookup per mask.
 
     Subclasses set ``num_classes``, ``class_names``, ``palette``, ``class_groups``, ``layout`` and implement
-    :meth:`find_pairs` and (when raw labels differ from train ids) :meth:`label_lut`.
+    :meth:`find_pairs` (pairing files with :meth:`match_labels`) and (when raw labels differ from train ids)
+    :meth:`label_lut`.
+
+    An image without its label, or a label file without its image, is a :class:`DataError` naming the files
+    (the first few, and how many in all). With ``strict_pairs = False`` (what ``contrastseg check-data`` uses) they
+    are listed in ``unmatched`` instead and the dataset holds the matched pairs.
     """
 
     num_classes: ClassVar[int]
@@ -77,6 +82,8 @@ class SegmentationDataset(Dataset):
     class_groups: ClassVar[dict[str, tuple[int, ...]]] = {}
     layout: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ("train", "val")
+    optional_splits: ClassVar[tuple[str, ...]] = ()  # splits a complete copy of the dataset may lack
+    strict_pairs: ClassVar[bool] = True
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:
         self.root = Path(root).expanduser()
@@ -84,7 +91,12 @@ class SegmentationDataset(Dataset):
             raise DataError(f"{type(self).__name__}: unknown split {split!r}; choose from {self.splits}")
         require_dir(self.root, self.layout)
         self.split, self.transform = split, transform
+        self.unmatched: list[str] = []  # filled by match_labels: one line per unpaired file
         self.pairs: list[tuple[Path, Path]] = self.find_pairs(self.root, split)
+        if self.unmatched and (self.strict_pairs or not self.pairs):
+            shown = "; ".join(self.unmatched[:5])
+            more = f" ({len(self.unmatched)} unmatched files in all)" if len(self.unmatched) > 5 else ""
+            raise DataError(f"{shown}{more}; expected layout: {self.layout}")
         if not self.pairs:
             raise DataError(f"{type(self).__name__}: no images for split {split!r} under {self.root}; "
                             f"expected layout: {self.layout}")
@@ -98,15 +110,30 @@ class SegmentationDataset(Dataset):
         """Raw label -> train id table, or ``None`` when the files already hold train ids."""
         return None
 
-    @staticmethod
-    def match_labels(images: Sequence[Path], label_for: Any, layout: str) -> list[tuple[Path, Path]]:
-        """Pair each image with ``label_for(image)``; the first image without its label is an error."""
-        pairs = []
+    @classmethod
+    def split_present(cls, root: Path, split: str) -> bool:
+        """Whether ``root`` holds any of ``split``'s folders (an absent optional split is not an error)."""
+        return True
+
+    def match_labels(self, images: Sequence[Path], label_for: Any, labels: Iterable[Path] = ()
+                     ) -> list[tuple[Path, Path]]:
+        """Pair each image with ``label_for(image)``; record every unpaired file in ``self.unmatched``.
+
+        Args:
+            images: the split's image files.
+            label_for: image path -> the label path it must have.
+            labels: the label files found in the split's label folder(s); any that no image claims is reported
+                as a label without an image.
+        """
+        pairs, claimed = [], set()
         for image in images:
             label = label_for(image)
-            if not label.is_file():
-                raise DataError(f"image {image} has no label: missing {label}; expected layout: {layout}")
-            pairs.append((image, label))
+            claimed.add(label)
+            if label.is_file():
+                pairs.append((image, label))
+            else:
+                self.unmatched.append(f"image {image} has no label: missing {label}")
+        self.unmatched += [f"label {label} has no image" for label in sorted(set(labels) - claimed)]
         return pairs
 
     def __len__(self) -> int:

@@ -34,7 +34,7 @@ class FolderDataset(SegmentationDataset):
 
     Raises:
         DataError: the folders are missing (the message shows the expected layout), empty, or an image has no
-            label (the first missing label is named).
+            label or a label no image (the unpaired files are named).
     """
 
     def __init__(
@@ -55,7 +55,8 @@ class FolderDataset(SegmentationDataset):
         image_folder = require_dir(root / self.image_dir.format(split=split), self.layout)
         mask_folder = require_dir(root / self.mask_dir.format(split=split), self.layout)
         images = sorted(p for p in image_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        return self.match_labels(images, lambda p: mask_folder / f"{p.stem}{self.mask_suffix}", self.layout)
+        labels = [p for p in mask_folder.iterdir() if p.name.endswith(self.mask_suffix)]
+        return self.match_labels(images, lambda p: mask_folder / f"{p.stem}{self.mask_suffix}", labels)
 
     def label_lut(self) -> np.ndarray | None:
         return build_lut(self.label_map) if self.label_map else None

@@ -44,11 +44,15 @@ class PascalContextDataset(SegmentationDataset):
         stems = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
         images_dir = require_dir(root / "JPEGImages", self.layout)
         labels_dir = require_dir(root / "SegmentationClassContext", self.layout)
+        # The split list decides the split: a listed image that is missing is reported like an unpaired file; the
+        # label folder holds every split's labels, so labels of other splits are not "labels without images".
+        present = []
         for stem in stems:
-            if not (images_dir / f"{stem}.jpg").is_file():
-                raise DataError(f"{split_file} lists {stem} but {images_dir / (stem + '.jpg')} is missing")
-        return self.match_labels([images_dir / f"{s}.jpg" for s in stems], lambda p: labels_dir / f"{p.stem}.png",
-                                 self.layout)
+            if (images_dir / f"{stem}.jpg").is_file():
+                present.append(images_dir / f"{stem}.jpg")
+            else:
+                self.unmatched.append(f"{split_file} lists {stem} but {images_dir / (stem + '.jpg')} is missing")
+        return self.match_labels(present, lambda p: labels_dir / f"{p.stem}.png")
 
     def label_lut(self) -> np.ndarray:
         return build_lut({0: 255, **{v: v - 1 for v in range(1, 60)}}, default=-1)

@@ -47,6 +47,14 @@ class RepeatFactorSampler(DistributedSampler):
     by wrapping around), so DDP ranks never wait on each other. Being a ``DistributedSampler``, Lightning keeps it
     instead of wrapping it.
 
+    Every epoch has the same length, ``sum(floor(r)) + ceil(sum(frac(r)))`` items (before sharding): Lightning
+    reads a loader's length once per fit, so an epoch drawn longer than the first would be cut short and a shorter
+    one would skip its end-of-epoch validation. The extra copies are therefore drawn by systematic sampling over
+    a seeded random order of the frames (each frame still gets its extra copy with probability exactly
+    ``frac(r(I))``; their number is ``floor`` or ``ceil`` of ``sum(frac(r))``), and when it is the ``floor`` one
+    more frame without an extra copy gets one, chosen with probability proportional to ``frac(r)``. That
+    adds less than one item per epoch to the expected counts.
+
     Args:
         factors: ``(N,)`` repeat factors (see :func:`repeat_factors`).
         shuffle: shuffle the epoch's list.
@@ -64,20 +72,37 @@ class RepeatFactorSampler(DistributedSampler):
         self.factors = np.asarray(factors, dtype=np.float64)
         self.num_replicas, self.rank, self.shuffle, self.seed, self.epoch = num_replicas, rank, shuffle, seed, 0
         self.drop_last = False
+        self._whole = np.floor(self.factors).astype(np.int64)  # (N,)
+        self._frac = self.factors - self._whole  # (N,) in [0, 1)
+        self._num_extra = math.ceil(round(float(self._frac.sum()), 9))  # extra copies per epoch, fixed
+        self.epoch_size = int(self._whole.sum()) + self._num_extra  # items per epoch, all ranks together
 
     def _epoch_indices(self) -> np.ndarray:
+        """This epoch's ``epoch_size`` frame indices (every rank computes the same list)."""
         rng = np.random.default_rng(self.seed + self.epoch)
-        whole = np.floor(self.factors).astype(np.int64)
-        extra = rng.random(len(self.factors)) < (self.factors - whole)
-        indices = np.repeat(np.arange(len(self.factors)), whole + extra)
+        n = len(self.factors)
+        # Systematic sampling: points u, u+1, u+2, ... over the fractional parts laid end to end in a random order;
+        # frame j gets an extra copy when a point falls in its interval (probability frac_j, at most one point).
+        order = rng.permutation(n)  # (N,)
+        ends = np.cumsum(self._frac[order])  # (N,)
+        u = rng.random()
+        hits = np.diff(np.ceil(ends - u), prepend=0.0) > 0  # (N,) one point in [end_{j-1}, end_j)
+        extra = np.zeros(n, dtype=bool)
+        extra[order[hits]] = True
+        short = self._num_extra - int(extra.sum())  # 0, or 1 when the points gave floor(sum frac)
+        if short > 0:
+            weights = np.where(extra, 0.0, self._frac)
+            extra[rng.choice(n, size=short, replace=False, p=weights / weights.sum())] = True
+        elif short < 0:  # floating-point edge only
+            extra[rng.choice(np.flatnonzero(extra), size=-short, replace=False)] = False
+        indices = np.repeat(np.arange(n), self._whole + extra)  # (epoch_size,)
         return rng.permutation(indices) if self.shuffle else indices
 
     def __iter__(self) -> Iterator[int]:
         indices = self._epoch_indices()
-        per_rank = math.ceil(len(indices) / self.num_replicas)
-        padded = np.resize(indices, per_rank * self.num_replicas)  # wrap around so every rank has per_rank
+        padded = np.resize(indices, len(self) * self.num_replicas)  # wrap around so every rank has len(self)
         return iter(padded[self.rank::self.num_replicas].tolist())
 
     def __len__(self) -> int:
-        # The epoch's length varies slightly with the stochastic rounding; report this epoch's.
-        return math.ceil(len(self._epoch_indices()) / self.num_replicas)
+        # The same for every epoch (see the class docstring): Lightning's batch count per epoch stays right.
+        return math.ceil(self.epoch_size / self.num_replicas)

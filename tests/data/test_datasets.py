@@ -11,6 +11,7 @@ from contrastseg.data import (
     PascalContextDataset,
 )
 from contrastseg.data.check import check_dataset
+from contrastseg.data.check import main as check_data_main
 from contrastseg.errors import DataError
 
 
@@ -121,6 +122,19 @@ def test_cadis_datamodule_facts_follow_task(tmp_path: Path) -> None:
     assert dm.repeat_factor_threshold == 0.15 and dm.splits["val"] == "val_test"
 
 
+RARE_BY_HAND = {2: (9, 10, 12, 14, 16), 3: (11, 12, 14, 16, 18, 19, 20, 21, 22, 23, 24)}  # FACTS, typed out again
+
+
+@pytest.mark.parametrize("task", [1, 2, 3])
+def test_cadis_datamodule_groups_include_rare(tmp_path: Path, task: int) -> None:
+    # The module links the data module's groups into the metrics: without "rare", val/mIoU_rare is never logged.
+    _cadis(tmp_path, [0])
+    dm = CaDISDataModule(root=str(tmp_path), task=task, num_workers=0)
+    assert dm.class_groups == CaDISDataset(tmp_path, "train", task=task).class_groups
+    assert dm.class_groups.get("rare") == RARE_BY_HAND.get(task)
+    assert set(dm.class_groups) == {"anatomies", "others", "instruments"} | ({"rare"} if task > 1 else set())
+
+
 def test_camvid_real(camvid_root: Path) -> None:
     train, val = CamVidDataset(camvid_root, "train"), CamVidDataset(camvid_root, "val")
     assert (len(train), len(val)) == (367, 101) and train.num_classes == 11
@@ -130,6 +144,72 @@ def test_camvid_real(camvid_root: Path) -> None:
             assert image.shape == (360, 480, 3) and mask.shape == (360, 480)
             assert set(np.unique(mask).tolist()) <= set(range(11)) | {255}
     assert train.class_groups["rare"] == (2, 6, 7, 9, 10)
+
+
+def _camvid(root: Path, stems: dict[str, list[str]]) -> None:
+    for split, names in stems.items():
+        for stem in names:
+            _pair(root / split / f"{stem}.png", root / f"{split}annot" / f"{stem}.png", list(range(12)))
+
+
+def test_unmatched_files_are_named_both_ways(tmp_path: Path) -> None:
+    _camvid(tmp_path, {"train": ["a", "b", "c"]})
+    (tmp_path / "trainannot/b.png").unlink()  # an image without its label
+    (tmp_path / "train/c.png").unlink()  # a label without its image
+    with pytest.raises(DataError, match=r"image .*train/b.png has no label: missing .*trainannot/b.png; "
+                                        r"label .*trainannot/c.png has no image; expected layout"):
+        CamVidDataset(tmp_path, "train")
+
+
+def test_label_without_image_cityscapes_cadis_ade20k(tmp_path: Path) -> None:
+    _cityscapes(tmp_path / "cs", [7])
+    (tmp_path / "cs/leftImg8bit/train/bonn/bonn_000001_000019_leftImg8bit.png").unlink()
+    (tmp_path / "cs/gtFine/train/bonn/bonn_000001_000019_gtFine_color.png").write_bytes(b"")  # not a label file
+    with pytest.raises(DataError, match="label .*bonn_000001_000019_gtFine_labelIds.png has no image") as err:
+        CityscapesDataset(tmp_path / "cs", "train")
+    assert "gtFine_color" not in str(err.value)
+    _cadis(tmp_path / "cadis", [0])
+    (tmp_path / "cadis/Video05/Images/Video5_frame000.png").unlink()
+    (tmp_path / "cadis/Video05/Images/Video5_frame001.png").write_bytes(b"")  # and an image without its label
+    with pytest.raises(DataError, match=r"Video5_frame001.png has no label.*Labels/Video5_frame000.png has no image"):
+        CaDISDataset(tmp_path / "cadis", "val")
+    CaDISDataset(tmp_path / "cadis", "train")  # other videos are fine
+    root = tmp_path / "ade" / "ADEChallengeData2016"
+    _pair(root / "images/training/ADE_train_1.jpg", root / "annotations/training/ADE_train_1.png", [1])
+    _pair(root / "images/training/ADE_train_2.jpg", root / "annotations/training/ADE_train_2.png", [1])
+    (root / "images/training/ADE_train_2.jpg").unlink()
+    with pytest.raises(DataError, match="label .*annotations/training/ADE_train_2.png has no image"):
+        ADE20KDataset(tmp_path / "ade", "train")
+
+
+def test_check_data_lists_unmatched_files_and_checks_the_rest(tmp_path: Path) -> None:
+    _camvid(tmp_path, {"train": ["a", "b", "c", "d"], "val": ["e"]})
+    (tmp_path / "trainannot/b.png").unlink()
+    (tmp_path / "train/c.png").unlink()
+    report = check_dataset("camvid", str(tmp_path), num_workers=0)
+    assert report.images == {"train": 2, "val": 1}, "the matched pairs are still checked"
+    assert any("train/b.png has no label" in p and p.startswith("[train]") for p in report.problems)
+    assert any("trainannot/c.png has no image" in p for p in report.problems)
+    assert report.absent == ["test"] and not report.ok
+
+
+def test_check_data_optional_split_absent_is_not_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    _camvid(tmp_path, {"train": ["a"], "val": ["b"]})
+    assert check_data_main(["camvid", str(tmp_path), "--num-workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "test: not present (optional)" in out and "problem" not in out and out.rstrip().endswith("OK")
+    # Asked for by name, or half there (images without the label folder), it is a problem.
+    assert check_data_main(["camvid", str(tmp_path), "--splits", "test", "--num-workers", "0"]) == 1
+    assert "missing folder" in capsys.readouterr().out
+    (tmp_path / "test").mkdir()
+    report = check_dataset("camvid", str(tmp_path), num_workers=0)
+    assert report.absent == [] and any("[test] missing folder" in p and "testannot" in p for p in report.problems)
+
+
+def test_check_data_real_camvid_exits_0(camvid_root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert check_data_main(["camvid", str(camvid_root), "--num-workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 367 images" in out and "val: 101 images" in out and "test: not present (optional)" in out
 
 
 def test_check_data_reports_every_problem(tmp_path: Path) -> None:

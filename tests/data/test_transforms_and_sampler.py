@@ -1,7 +1,12 @@
+from pathlib import Path
+
+import cv2
+import lightning as L
 import numpy as np
+import pytest
 import torch
 
-from contrastseg.data import PaperTrainTransform, RepeatFactorSampler, class_presence, repeat_factors
+from contrastseg.data import CamVidDataModule, PaperTrainTransform, RepeatFactorSampler, class_presence, repeat_factors
 
 
 def test_paper_transform_crop_pad_and_shapes() -> None:
@@ -63,14 +68,15 @@ def test_repeat_factors_follow_the_formula() -> None:
 
 
 def test_sampler_stochastic_rounding_epochs_and_shards() -> None:
-    factors = np.array([1.0, 2.5, 1.2, 3.0])
+    factors = np.array([1.0, 2.5, 1.2, 3.0, 1.3])  # fractional parts sum to 1: exactly one extra copy per epoch
     sampler = RepeatFactorSampler(factors, seed=3, num_replicas=1, rank=0)
-    counts = np.zeros(4)
+    assert len(sampler) == 9
+    counts = np.zeros(5)
     for epoch in range(2000):
         sampler.set_epoch(epoch)
         idx = np.array(list(sampler))
-        per = np.bincount(idx, minlength=4)
-        assert per[0] == 1 and per[1] in (2, 3) and per[2] in (1, 2) and per[3] == 3
+        per = np.bincount(idx, minlength=5)
+        assert len(idx) == 9 and per[0] == 1 and per[1] in (2, 3) and per[2] in (1, 2) and per[3] == 3
         counts += per
     np.testing.assert_allclose(counts / 2000, factors, atol=0.05)
     sampler.set_epoch(7)
@@ -84,6 +90,97 @@ def test_sampler_stochastic_rounding_epochs_and_shards() -> None:
     whole = RepeatFactorSampler(factors, seed=3, num_replicas=1, rank=0)
     whole.set_epoch(7)
     assert sorted(shards[0] + shards[1]) == sorted(np.resize(np.array(list(whole)), 2 * len(s)).tolist())
+
+
+def test_sampler_epoch_length_is_fixed_and_unbiased() -> None:
+    # Lightning reads a loader's length once per fit: every epoch must have the length reported before it.
+    factors = np.random.default_rng(0).uniform(1.0, 3.3, 200)
+    expected_len = int(np.floor(factors).sum() + np.ceil((factors - np.floor(factors)).sum()))
+    sampler = RepeatFactorSampler(factors, seed=1, num_replicas=1, rank=0)
+    counts = np.zeros(200)
+    for epoch in range(3000):
+        sampler.set_epoch(epoch)
+        idx = list(sampler)
+        assert len(idx) == len(sampler) == expected_len
+        per = np.bincount(idx, minlength=200)
+        assert ((per == np.floor(factors)) | (per == np.floor(factors) + 1)).all()
+        counts += per
+    # Exact marginals plus < 1 padded item per epoch: 5 standard errors of a 3000-epoch mean is 0.046.
+    np.testing.assert_allclose(counts / 3000, factors, atol=0.046)
+
+
+@pytest.mark.parametrize("replicas", [2, 3])
+def test_sampler_ddp_shards_equal_disjoint_covering_every_epoch(replicas: int) -> None:
+    factors = np.random.default_rng(1).uniform(1.0, 2.5, 37)
+    ranks = [RepeatFactorSampler(factors, seed=5, num_replicas=replicas, rank=r) for r in range(replicas)]
+    whole = RepeatFactorSampler(factors, seed=5, num_replicas=1, rank=0)
+    for epoch in range(5):
+        for s in (*ranks, whole):
+            s.set_epoch(epoch)
+        shards = [list(s) for s in ranks]
+        assert {len(sh) for sh in shards} == {len(ranks[0])}, "all ranks the same length, every epoch"
+        full = np.resize(np.array(list(whole)), len(ranks[0]) * replicas)  # the epoch's list, wrapped to fit
+        # Rank r takes positions r, r + replicas, ...: disjoint positions, together the whole (wrapped) list.
+        for r, sh in enumerate(shards):
+            assert sh == full[r::replicas].tolist()
+        assert sorted(i for sh in shards for i in sh) == sorted(full.tolist())
+
+
+class _CountingModule(L.LightningModule):
+    """Counts training batches per epoch and validation runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+        self.batches: list[int] = []
+        self.validations = 0
+        self._n = 0
+
+    def training_step(self, batch, batch_idx):
+        self._n += 1
+        return (self.w * batch["image"].mean()) ** 2 + self.w ** 2
+
+    def on_train_epoch_end(self) -> None:
+        self.batches.append(self._n)
+        self._n = 0
+
+    def validation_step(self, batch, batch_idx) -> None:
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        self.validations += 1
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_repeat_factor_epochs_under_the_trainer(tmp_path: Path) -> None:
+    # 20 training frames; classes 1, 2 and 4 are rare, so frames 0, 1, 2, 6, 7 have fractional repeat factors
+    # (sum 1.63): the old per-epoch draw had 20 to 25 items, and Lightning cut longer epochs to the first one's
+    # batch count and skipped validation after shorter ones. The loader is built once (no reloading).
+    rare = {0: 1, 1: 1, 2: 2, 3: 3, 4: 3, 5: 3, 6: 4, 7: 4}
+    for split, n in (("train", 20), ("val", 2)):
+        (tmp_path / split).mkdir()
+        (tmp_path / f"{split}annot").mkdir()
+        for i in range(n):
+            mask = np.zeros((8, 12), np.uint8)
+            mask[:, :3] = rare.get(i, 0) if split == "train" else 0
+            cv2.imwrite(str(tmp_path / split / f"f{i}.png"), np.full((8, 12, 3), 100, np.uint8))
+            cv2.imwrite(str(tmp_path / f"{split}annot" / f"f{i}.png"), mask)
+    dm = CamVidDataModule(root=str(tmp_path), crop_size=(8, 12), repeat_factor_threshold=0.15,
+                          cache_dir=str(tmp_path / "cache"), seed=2, batch_size=2, num_workers=0)
+    model = _CountingModule()
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=dm)
+    inner = dm._train_sampler.inner
+    assert isinstance(inner, RepeatFactorSampler) and len(inner) == 20 + 2
+    per_epoch = []
+    for epoch in range(3):
+        inner.set_epoch(epoch)
+        per_epoch.append(len(list(inner)) // dm.batch_size)  # drop_last
+    assert model.batches == per_epoch == [11, 11, 11] and trainer.num_training_batches == 11
+    assert model.validations == 3, "validation after every epoch"
 
 
 def test_class_presence_is_cached(tmp_path) -> None:
