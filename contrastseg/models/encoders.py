@@ -30,8 +30,8 @@ class EncoderSpec:
         kwargs: extra keyword arguments for ``timm.create_model``.
         nhwc: the backbone returns channels-last maps that must be permuted to NCHW.
         dilatable: ``output_stride`` 8/16 is supported (dilated ResNets).
-        pad_to: the input is zero-padded to a multiple of this (HRNet's fusion needs sizes divisible by 32) and
-            the features are cropped back to ``ceil(size / stride)``.
+        pad_to: the input is zero-padded to a multiple of this (HRNet's fusion needs sizes divisible by 32, Swin's
+            patch embedding by its patch size 4) and the features are cropped back to ``ceil(size / stride)``.
     """
 
     timm_name: str
@@ -53,8 +53,17 @@ def _hrnet(timm_name: str) -> EncoderSpec:
 
 
 def _swin(timm_name: str) -> EncoderSpec:
-    # strict_img_size=False lets one model take any crop or validation size; timm pads windows internally.
-    return EncoderSpec(timm_name, out_indices=(0, 1, 2, 3), kwargs={"strict_img_size": False}, nhwc=True)
+    # Any crop or validation size (e.g. whole ADE20K images): the patch embedding needs H and W divisible by the
+    # patch size (4), so the input is zero-padded to a multiple of 4 (bottom/right, as mmseg's Swin does);
+    # everything after that timm handles: strict_img_size=False builds the shifted-window attention masks for the
+    # actual size, window attention pads each stage to a multiple of the window, and patch merging pads odd
+    # sizes, so stage i has ceil(H / stride_i) rows. always_partition=True keeps the shifted windows in every
+    # stage as the segmentation Swin does (timm would otherwise drop the shift in stages whose 224/384-pixel
+    # pretraining resolution fits one window, e.g. Swin-T's last stage); no parameter depends on it.
+    return EncoderSpec(
+        timm_name, out_indices=(0, 1, 2, 3), kwargs={"strict_img_size": False, "always_partition": True},
+        nhwc=True, pad_to=4,
+    )
 
 
 ENCODERS: dict[str, EncoderSpec] = {

@@ -23,6 +23,26 @@ def test_encoder_contract(name: str) -> None:
         assert f.shape == (2, c, math.ceil(H / s), math.ceil(W / s)), (name, f.shape, c, s)
 
 
+@pytest.mark.parametrize("size", [(67, 101), (5, 3), (130, 227)])
+def test_swin_any_input_size(size: tuple[int, int]) -> None:
+    # Whole-image validation sizes need not be multiples of the patch size (4) or of the windows (7 * stride).
+    h, w = size
+    enc = Encoder("swin_tiny").eval()
+    with torch.no_grad():
+        feats = enc(torch.randn(1, 3, h, w))
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (c, math.ceil(h / s), math.ceil(w / s)) for c, s in zip(enc.channels, enc.strides)
+    ]
+
+
+def test_swin_shifts_windows_in_every_stage() -> None:
+    # As the segmentation Swin: odd blocks shift by half a window in all stages (timm would drop the shift where
+    # the 224-pixel pretraining resolution fits one window, i.e. Swin-T's last stage).
+    enc = Encoder("swin_tiny")
+    for stage in (m for m in enc.backbone.modules() if hasattr(m, "blocks")):
+        assert [tuple(b.shift_size) for b in stage.blocks][1::2] == [(3, 3)] * (len(stage.blocks) // 2)
+
+
 def test_hrnet_returns_raw_branches() -> None:
     assert Encoder("hrnet_w48").channels == (48, 96, 192, 384)
     assert Encoder("hrnet_w18_small").strides == (4, 8, 16, 32)
