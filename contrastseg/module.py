@@ -68,7 +68,7 @@ class ContrastSegModule(LightningModule):
         palette: one RGB colour per class for visualisations (linked from the data module; saved in checkpoints).
         evaluation: how validate/test/predict infer (whole image, sliding windows, multi-scale + flip); see
             :class:`~contrastseg.evaluation.EvalConfig`. Scores and per-class tables are also written as
-            ``<stage>_metrics.json`` / ``.csv`` in the run's log folder.
+            ``<stage>_metrics.json`` / ``.csv`` in the run folder, beside ``checkpoints/``.
         nonfinite: what a NaN or infinite training loss does, checked before the backward pass so the weights
             are never touched by it: ``"raise"`` stops the run with :class:`~contrastseg.errors.NonFiniteLossError`
             naming the step, the terms and the batch's files (``LastCheckpoint`` then saves the intact weights);
@@ -254,9 +254,11 @@ class ContrastSegModule(LightningModule):
         groups = group_miou(scores, self.class_groups)
         metrics |= {f"{stage}/mIoU_{n}": v for n, v in groups.items() if v == v}  # NaN: nothing of the group seen
         self.log_dict(metrics, sync_dist=True)
-        # trainer.log_dir broadcasts from rank 0: every process must ask, not only rank 0 (or DDP deadlocks).
-        # Without a logger there is no run folder, and nothing is written.
-        folder = None if self.trainer.sanity_checking or not self.trainer.loggers else self.trainer.log_dir
+        from contrastseg.callbacks.checkpoint import run_folder  # here: contrastseg.callbacks imports this module
+
+        # The run folder (beside checkpoints/, for every logger) is broadcast from rank 0: every process must ask,
+        # not only rank 0 (or DDP deadlocks). Without a logger there is no run folder, and nothing is written.
+        folder = None if self.trainer.sanity_checking or not self.trainer.loggers else run_folder(self.trainer)
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
             title = f"{stage}, epoch {self.current_epoch}, step {self.global_step}"
             Console().print(scores_table(scores, self.class_names, title=title))

@@ -88,6 +88,26 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
     assert "learning_rate" in err
 
 
+def test_broken_yaml_names_file_line_and_column(tmp_path: Path, capsys) -> None:
+    # PyYAML's message is several lines (source excerpt, caret): the user gets one line naming file:line:column.
+    tmp_path = tmp_path.resolve()  # the CLI names resolved paths (relative ones when under the working directory)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_epochs: 1\nmodel:\n  net: [1,2\ndata: {}\n")
+    (tmp_path / "child.yaml").write_text("extends: bad.yaml\n")  # a broken base is named, not its child
+    (tmp_path / "tab.yaml").write_text("a: 1\nb: [\tc\n")
+    cases = (
+        ("bad.yaml", f"{bad}:4:8: while parsing a flow sequence: expected ',' or ']', but got ':' at line 5, column 5"),
+        ("child.yaml", f"{bad}:4:8: while parsing a flow sequence"),
+        ("tab.yaml", f"{tmp_path / 'tab.yaml'}:2:5: while scanning for the next token: found character '\\t'"),
+    )
+    for name, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", str(tmp_path / name)])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"contrastseg: error: {message}") and err.count("\n") == 1, err
+
+
 def test_missing_data_root_is_one_line_error(tmp_path: Path) -> None:
     err = _one_line_error(*QUICK, "--data=contrastseg.data.FolderDataModule",
                           f"--data.root={tmp_path / 'nowhere'}", "--data.num_classes=3")

@@ -1,30 +1,43 @@
 """An interrupted run, resumed from last.ckpt, ends where an uninterrupted one would (CPU, deterministic)."""
 
 import csv
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from contrastseg.cli import main
+from tests.fault_helpers import weights
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _fit(root: Path, max_steps: int, *extra: str):
-    return main([
+def _args(root: Path, max_steps: int, total_steps: int = 6) -> list[str]:
+    return [
         "fit", "--config", str(REPO / "experiments/quickstart_contrastive.yaml"), f"--trainer.max_steps={max_steps}",
         "--trainer.max_epochs=-1", "--trainer.deterministic=true", "--trainer.log_every_n_steps=1",
+        "--trainer.accelerator=cpu",  # deterministic=true raises on CUDA (no deterministic bilinear backward)
         "--data.init_args.num_train=8", "--data.init_args.num_val=2", "--data.init_args.batch_size=4",
         "--data.init_args.image_size=[64, 64]", "--data.init_args.num_workers=0", "--trainer.enable_progress_bar=false",
         f"--trainer.logger.init_args.save_dir={root}", "--contrast.warmup_steps=3",
-        "--model.lr_scheduler.init_args.total_steps=6",  # the same schedule whether the run is cut or not
-        *extra,
-    ])
+        # the same schedule whether the run is cut or not
+        f"--model.lr_scheduler.init_args.total_steps={total_steps}",
+    ]
+
+
+def _fit(root: Path, max_steps: int, *extra: str):
+    return main([*_args(root, max_steps), *extra])
+
+
+def _read(path: Path) -> list[dict]:
+    return [{k: v for k, v in r.items() if v} for r in csv.DictReader(path.open())]
 
 
 def _rows(cli) -> list[dict]:
-    path = Path(cli.trainer.logger.log_dir) / "metrics.csv"
-    return [{k: v for k, v in r.items() if v} for r in csv.DictReader(path.open())]
+    return _read(Path(cli.trainer.logger.log_dir) / "metrics.csv")
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path: Path) -> None:
@@ -42,3 +55,39 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path: Path) -> None:
 
     later = values(_rows(whole))[len(_rows(first)):]
     assert later == values(_rows(resumed)) and any("val/mIoU" in r for r in later)
+
+
+def _cli(root: Path, max_steps: int, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "contrastseg", *_args(root, max_steps, 4), *extra], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.timeout(900)
+def test_ckpt_path_last_resumes_the_newest_run_of_the_name(tmp_path: Path) -> None:
+    # As experiments/slurm.sh runs it: every (re)start passes --ckpt_path last. The logger's next version folder
+    # (where Lightning alone looks) is empty; the run name's newest last.ckpt is resumed, in its own folder.
+    _cli(tmp_path / "whole", 4)  # 2 epochs of 2 steps
+    split = tmp_path / "split"
+    first = _cli(split, 2, "--ckpt_path=last")
+    assert "no last.ckpt in" in first.stderr and "starting a new run" in first.stderr
+    second = _cli(split, 4, "--ckpt_path=last")
+    assert "resuming" in second.stderr and "no last checkpoint" not in second.stderr
+    runs = split / "quickstart_contrastive"
+    assert [p.name for p in runs.iterdir()] == ["version_0"], "logging continues in the resumed run's folder"
+    ckpt = runs / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 4
+    whole = weights(tmp_path / "whole" / "quickstart_contrastive" / "version_0" / "checkpoints" / "last.ckpt")
+    final = weights(ckpt)
+    assert final.keys() == whole.keys()
+    for name, value in whole.items():
+        assert torch.equal(final[name], value), name
+    # metrics.csv holds the first run's rows, then the resumed run's: the values of the uninterrupted run.
+    def values(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "step"} for r in _read(path)]
+
+    expected = values(tmp_path / "whole" / "quickstart_contrastive" / "version_0" / "metrics.csv")
+    assert values(runs / "version_0" / "metrics.csv") == expected and any("val/mIoU" in r for r in expected)
+    assert (runs / "version_0" / "val_metrics.json").is_file() and (runs / "version_0" / "config.yaml").is_file()

@@ -1,9 +1,11 @@
-"""Checkpoints that survive faults: atomic writes, and a ``last.ckpt`` kept fresh during and at the end of a run."""
+"""Checkpoints that survive faults: atomic writes, a ``last.ckpt`` kept fresh during and at the end of a run, and
+the run folder where both checkpoints and metric files live, for any logger."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "find_last_checkpoint", "run_folder"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -78,3 +80,39 @@ class LastCheckpoint(ModelCheckpoint):
         # ModelCheckpoint would also write an "epoch=..-step=.." copy; the fresh last.ckpt is all a resume needs.
         if self._should_save_on_exception(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def run_folder(trainer: Any) -> str:
+    """The run's folder: the one ``ModelCheckpoint`` puts its default ``checkpoints/`` folder in.
+
+    That is ``<save_dir>/<name>/<version>`` of the first logger for every logger (for W&B:
+    ``<save_dir>/<project>/<run id>``), and the trainer's ``default_root_dir`` without one. Unlike
+    ``trainer.log_dir`` (the shared ``save_dir`` for W&B), no two runs share it. Call it on every process: rank 0's
+    answer is broadcast.
+    """
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        folder = os.path.join(save_dir, str(logger.name), version)  # the rule of ModelCheckpoint.__resolve_ckpt_dir
+    else:
+        folder = str(trainer.default_root_dir)
+    return trainer.strategy.broadcast(folder)
+
+
+def find_last_checkpoint(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
+                         accept: Callable[[Path], bool] | None = None) -> Path | None:
+    """The most recently written ``last*.ckpt`` of a run name, or ``None``.
+
+    Args:
+        runs: the run name's folder (``<save_dir>/<name>``): every ``<runs>/*/checkpoints/`` is searched.
+        folders: further checkpoint folders (a checkpoint callback's explicit ``dirpath``).
+        accept: optional ``run folder -> bool`` that rejects version folders of another run (W&B projects hold
+            the folders of every run in the project).
+    """
+    found = Path(runs).glob("*/checkpoints/last*.ckpt") if runs is not None else ()
+    candidates = [p for p in found if accept is None or accept(p.parent.parent)]
+    candidates += [p for folder in folders for p in Path(folder).glob("last*.ckpt")]
+    candidates = [p for p in candidates if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None

@@ -1,4 +1,5 @@
-"""A W&B offline run: files written, resolved config logged, tables and overlays after validation."""
+"""A W&B offline run: files written, resolved config logged, tables and overlays after validation, and the metric
+files beside the run's checkpoints."""
 
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, 
         cli = main(["fit", *ARGS])
         logged = dict(cli.trainer.logger.experiment.config)
         run_dir = Path(cli.trainer.logger.experiment.dir).parent
+        run_id = cli.trainer.logger.version
     finally:
         wandb.finish()
     for key in ("model", "data", "trainer", "seed_everything"):
@@ -34,3 +36,9 @@ def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, 
     assert list(run_dir.glob("*.wandb")), "the offline run file is written"
     media = list((run_dir / "files" / "media").rglob("*.png"))
     assert len(media) >= 4, "prediction overlays of the fixed validation images"
+    # Checkpoints, config.yaml and the metric files share the run's own folder, not the save_dir all runs share.
+    folder = tmp_path / "runs" / "contrastseg" / run_id
+    assert (folder / "checkpoints" / "last.ckpt").is_file()
+    for name in ("val_metrics.json", "val_metrics.csv", "config.yaml"):
+        assert (folder / name).is_file(), name
+        assert not (tmp_path / "runs" / name).exists(), name
