@@ -249,7 +249,11 @@ def expand_configs(argv: Sequence[str]) -> list[str]:
         elif re.match(r"--(contrast|ce)\.\w+=", arg):
             key, value = arg[2:].split("=", 1)
             term, option = key.split(".", 1)
-            overrides.setdefault(term, {})[option] = yaml.safe_load(value)
+            try:
+                overrides.setdefault(term, {})[option] = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                problem = " ".join(str(getattr(err, "problem", "") or err).split())
+                raise ConfigError(f"--{key}: value {value!r} is not valid YAML ({problem})") from err
             i += 1
             continue
         else:

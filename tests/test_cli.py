@@ -108,6 +108,15 @@ def test_broken_yaml_names_file_line_and_column(tmp_path: Path, capsys) -> None:
         assert err.startswith(f"contrastseg: error: {message}") and err.count("\n") == 1, err
 
 
+def test_broken_yaml_in_a_term_shorthand_is_named(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*QUICK, "--contrast.scale_weights=[1,2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("contrastseg: error: --contrast.scale_weights: value '[1,2' is not valid YAML")
+    assert err.count("\n") == 1, err
+
+
 def test_missing_data_root_is_one_line_error(tmp_path: Path) -> None:
     err = _one_line_error(*QUICK, "--data=contrastseg.data.FolderDataModule",
                           f"--data.root={tmp_path / 'nowhere'}", "--data.num_classes=3")
