@@ -6,8 +6,9 @@ Pipelines: our datasets (OpenCV decoding, lookup-table label mapping, ``PaperTra
 aspect jitter, pad, class-ratio crop, flip, colour jitter, normalisation) versus a plain torchvision
 ``transforms.v2`` pipeline doing the same work on PIL-decoded images (scale, pad + crop, flip, colour jitter,
 normalisation; its crop is not class-ratio aware, so it does slightly less). Images: real CamVid (480x360) and
-generated Cityscapes-size frames (2048x1024, official layout in a temporary folder; 24 of them, read in as many
-shuffled passes as the sample count needs). 0 and 2 loader workers. Each row times exactly ``--items`` samples,
+generated frames at each other dataset's native size and format in its official layout (Cityscapes 2048x1024 PNG,
+ADE20K ~683x512 JPEG, Pascal-Context 500x375 JPEG, CaDIS 960x540 PNG; a temporary folder, 24 frames each, read
+in as many shuffled passes as the sample count needs), with the crop of the dataset's ``experiments/`` base. 0 and 2 loader workers. Each row times exactly ``--items`` samples,
 after one untimed sample that absorbs the loader's start-up.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import random
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -27,7 +29,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from contrastseg.data import CamVidDataset, CityscapesDataset, PaperTrainTransform
+from contrastseg.data import (ADE20KDataset, CaDISDataset, CamVidDataset, CityscapesDataset, PaperTrainTransform,
+                              PascalContextDataset)
+from contrastseg.data.cadis import VIDEO_SPLITS
 
 
 class TorchvisionPipeline(Dataset):
@@ -59,16 +63,60 @@ class TorchvisionPipeline(Dataset):
         return {"image": image, "mask": mask}
 
 
+def _frame(rng: np.random.Generator, size: tuple[int, int], raw_ids: int) -> tuple[np.ndarray, np.ndarray]:
+    """A blocky image and label map of ``size`` (h, w) with raw ids below ``raw_ids``."""
+    h, w = size
+    image = cv2.resize(rng.integers(0, 255, (h // 16, w // 16, 3), dtype=np.uint8), (w, h))
+    label = cv2.resize(rng.integers(0, raw_ids, (h // 32, w // 32), dtype=np.uint8), (w, h),
+                       interpolation=cv2.INTER_NEAREST)
+    return image, label
+
+
+def _write(image_path: Path, label_path: Path, frame: tuple[np.ndarray, np.ndarray]) -> None:
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    label_path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(image_path), frame[0], [cv2.IMWRITE_JPEG_QUALITY, 90] if image_path.suffix == ".jpg" else [])
+    cv2.imwrite(str(label_path), frame[1])
+
+
 def fake_cityscapes(root: Path, n: int) -> None:
+    """Official layout, 2048x1024 PNG frames (as Cityscapes ships them)."""
     rng = np.random.default_rng(0)
     for i in range(n):
         city = f"city{i % 3}"
-        (root / "leftImg8bit/train" / city).mkdir(parents=True, exist_ok=True)
-        (root / "gtFine/train" / city).mkdir(parents=True, exist_ok=True)
-        image = cv2.resize(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8), (2048, 1024))
-        label = cv2.resize(rng.integers(0, 34, (32, 64), dtype=np.uint8), (2048, 1024), interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(root / "leftImg8bit/train" / city / f"{city}_{i:06d}_000019_leftImg8bit.png"), image)
-        cv2.imwrite(str(root / "gtFine/train" / city / f"{city}_{i:06d}_000019_gtFine_labelIds.png"), label)
+        _write(root / "leftImg8bit/train" / city / f"{city}_{i:06d}_000019_leftImg8bit.png",
+               root / "gtFine/train" / city / f"{city}_{i:06d}_000019_gtFine_labelIds.png", _frame(rng, (1024, 2048), 34))
+
+
+def fake_ade20k(root: Path, n: int) -> None:
+    """Official layout, JPEG frames of ADE20K's typical sizes (short side 512 after the challenge's resize)."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        size = ((512, 683), (683, 512), (512, 768))[i % 3]
+        _write(root / f"ADEChallengeData2016/images/training/ADE_train_{i:08d}.jpg",
+               root / f"ADEChallengeData2016/annotations/training/ADE_train_{i:08d}.png", _frame(rng, size, 151))
+
+
+def fake_pascal_context(root: Path, n: int) -> None:
+    """Official layout with split lists, 500x375 JPEG frames (VOC2010's usual size)."""
+    rng = np.random.default_rng(2)
+    voc = root / "VOCdevkit/VOC2010"
+    names = [f"2008_{i:06d}" for i in range(n)]
+    for name in names:
+        _write(voc / f"JPEGImages/{name}.jpg", voc / f"SegmentationClassContext/{name}.png",
+               _frame(rng, (375, 500), 60))
+    (voc / "ImageSets/SegmentationContext").mkdir(parents=True, exist_ok=True)
+    (voc / "ImageSets/SegmentationContext/train.txt").write_text("\n".join(names) + "\n")
+
+
+def fake_cadis(root: Path, n: int) -> None:
+    """Official layout, 960x540 PNG frames spread over the training videos."""
+    rng = np.random.default_rng(3)
+    videos = VIDEO_SPLITS["train"]  # the split needs every one of its videos
+    for i in range(max(n, len(videos))):
+        video = videos[i % len(videos)]
+        _write(root / f"Video{video:02d}/Images/Video{video}_frame{i:06d}.png",
+               root / f"Video{video:02d}/Labels/Video{video}_frame{i:06d}.png", _frame(rng, (540, 960), 36))
 
 
 def rate(dataset: Dataset, workers: int, items: int) -> float:
@@ -87,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--camvid", default=str(Path(__file__).resolve().parents[2] / "shared/data/camvid"))
     parser.add_argument("--items", type=int, default=48)
+    parser.add_argument("--datasets", nargs="*", default=None, help="only these rows (e.g. CamVid CaDIS-size)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}; samples/s, batch 1, {args.items} samples per row")
@@ -96,9 +145,21 @@ def main() -> None:
         cases = []
         if Path(args.camvid, "train").is_dir():
             cases.append(("CamVid", CamVidDataset, args.camvid, (352, 480), "480x360"))
-        fake_cityscapes(Path(tmp), 24)
-        cases.append(("Cityscapes-size", CityscapesDataset, tmp, (512, 1024), "2048x1024"))
+        generated = [  # (name, writer, dataset, crop as in the dataset's experiments/ base, native size)
+            ("Cityscapes-size", fake_cityscapes, CityscapesDataset, (512, 1024), "2048x1024"),
+            ("ADE20K-size", fake_ade20k, ADE20KDataset, (512, 512), "~683x512"),
+            ("Pascal-Context-size", fake_pascal_context, PascalContextDataset, (512, 512), "500x375"),
+            ("CaDIS-size", fake_cadis, partial(CaDISDataset, task=2), (540, 960), "960x540"),
+        ]
+        for name, write, cls, crop, size in generated:
+            if args.datasets and name not in args.datasets:
+                continue
+            root = Path(tmp) / name
+            write(root, 24)
+            cases.append((name, cls, str(root), crop, size))
         for name, cls, root, crop, size in cases:
+            if args.datasets and name not in args.datasets:
+                continue
             ours = cls(root, "train", PaperTrainTransform(crop))
             baseline = TorchvisionPipeline(ours.pairs, ours.lut, crop)
             for workers in (0, 2):

@@ -10,29 +10,25 @@ only the new version folder Lightning would look in) and keeps logging into that
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import signal
 import sys
-import warnings
 from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from contrastseg.callbacks.checkpoint import find_last_checkpoint, run_folder
+from contrastseg.callbacks.checkpoint import run_folder
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.module import ContrastSegModule
+from contrastseg.resume import logger_init_args, resolve_last
 
 __all__ = ["ContrastSegCLI", "expand_configs", "main"]
 
@@ -74,7 +70,7 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
 
 class ContrastSegCLI(LightningCLI):
     """LightningCLI whose model receives ``num_classes``, ``ignore_index`` and ``class_names`` from the data, and
-    whose ``--ckpt_path last`` finds the newest ``last.ckpt`` of the run name (see :func:`_resolve_last`)."""
+    whose ``--ckpt_path last`` finds the newest ``last.ckpt`` of the run name (see :func:`~contrastseg.resume.resolve_last`)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for key in ("num_classes", "ignore_index", "class_names", "class_groups", "palette"):
@@ -84,78 +80,10 @@ class ContrastSegCLI(LightningCLI):
         # Lightning looks for "last" only in the checkpoint folder of the new logger version, which is empty.
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") == "last":
-            config["ckpt_path"] = _resolve_last(self.trainer, _logger_init_args(self.config[self.subcommand]),
-                                                required=self.subcommand != "fit")
+            config["ckpt_path"] = resolve_last(self.trainer, logger_init_args(self.config[self.subcommand]),
+                                               required=self.subcommand != "fit")
 
     before_validate = before_test = before_fit
-
-
-def _logger_init_args(config: Namespace) -> Namespace | None:
-    """``init_args`` of the first logger in a parsed config (``None`` for ``logger: true/false``)."""
-    logger = config.get("trainer.logger")
-    logger = (logger or [None])[0] if isinstance(logger, list) else logger
-    return logger.get("init_args") if isinstance(logger, Namespace) and logger.get("class_path") else None
-
-
-def _saved_logger_name(folder: Path) -> object:
-    """``trainer.logger.init_args.name`` in the ``config.yaml`` of a run folder (``None`` if unknown)."""
-    try:
-        logger = (yaml.safe_load((folder / "config.yaml").read_text()) or {})["trainer"]["logger"]
-        return ((logger[0] if isinstance(logger, list) else logger) or {}).get("init_args", {}).get("name")
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError):
-        return None
-
-
-def _resolve_last(trainer: Trainer, init_args: Namespace | None, *, required: bool) -> str | None:
-    """The newest ``last.ckpt`` of this run name for ``--ckpt_path last``.
-
-    For ``fit`` the first logger is re-created with the version of the run resumed, so that its checkpoints,
-    metrics and ``config.yaml`` continue in the same folder (and a requeued SLURM job resumes the newest state
-    again); ``validate`` and ``test`` (``required``) log into a new version folder, as Lightning does, and raise a
-    :class:`ConfigError` when there is no checkpoint; ``fit`` then prints a message and starts a new run (``None``).
-    """
-    folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-    if not trainer.loggers:
-        runs, where = None, Path(trainer.default_root_dir) / "checkpoints"
-        folders.append(where)
-    else:
-        logger = trainer.loggers[0]
-        runs = Path(logger.save_dir if logger.save_dir is not None else trainer.default_root_dir) / str(logger.name)
-        where = runs / "*" / "checkpoints"
-    pinned = None if init_args is None else init_args.get("version")
-    pinned = init_args.get("id") if pinned is None and init_args is not None else pinned  # W&B: id or version
-    if runs is not None and pinned is not None:  # a version given in the config: only that folder
-        where = runs / (pinned if isinstance(pinned, str) else f"version_{pinned}") / "checkpoints"
-        folders.append(where)
-        runs = None
-    name = None if init_args is None else init_args.get("name")  # W&B: the run name; its folders hold the project
-    found = find_last_checkpoint(runs, folders=folders, accept=lambda run: _saved_logger_name(run) in (None, name))
-    if found is None:
-        if required:
-            raise ConfigError(f"--ckpt_path last: no last.ckpt in {where}")
-        if rank_zero_only.rank == 0:
-            print(f"contrastseg: --ckpt_path last: no last.ckpt in {where}; starting a new run", file=sys.stderr)
-        return None
-    if rank_zero_only.rank == 0:
-        print(f"contrastseg: --ckpt_path last: {'loading' if required else 'resuming'} {found}", file=sys.stderr)
-    if not required and runs is not None and init_args is not None and found.parent.parent.parent == runs:
-        _reopen_logger(trainer, init_args, found.parent.parent.name)
-    return str(found)
-
-
-def _reopen_logger(trainer: Trainer, init_args: Namespace, version: str) -> None:
-    """Replace the first logger by the same logger writing into the existing ``version`` folder."""
-    logger = type(trainer.loggers[0])(**{**init_args.as_dict(), "version": version})  # W&B: version is the run id
-    trainer.loggers = [logger, *trainer.loggers[1:]]
-    metrics = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
-    if rank_zero_only.rank == 0 and metrics is not None and metrics.is_file():
-        # Lightning's CSV writer deletes an existing metrics.csv when it opens the folder: keep the rows and append.
-        text = metrics.read_text()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Experiment logs directory")
-            writer = logger.experiment
-        metrics.write_text(text)
-        writer.metrics_keys = next(csv.reader(text.splitlines()[:1]), [])
 
 
 def _yaml_error(path: Path, err: yaml.YAMLError) -> str:
@@ -316,7 +244,9 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
         from contrastseg.evaluation.collect import main as collect_main
 
         raise SystemExit(collect_main(argv[1:]))
-    if argv[:1] == ["predict-folder"]:
+    # `predict CHECKPOINT IMAGES OUTPUT` (a positional checkpoint) writes colour masks for a folder of images;
+    # `predict --config ... --ckpt_path ...` stays Lightning's subcommand over the data module's test split.
+    if argv[:1] == ["predict-folder"] or (argv[:1] == ["predict"] and len(argv) > 1 and not argv[1].startswith("-")):
         from contrastseg.predict import main as predict_main
 
         raise SystemExit(predict_main(argv[1:]))

@@ -20,14 +20,15 @@ def checkpoint(tmp_path_factory) -> Path:
     return next(root.rglob("last.ckpt"))
 
 
-def test_predict_folder_writes_colour_masks_and_overlays(checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["predict-folder", "predict"])  # `predict CKPT IMAGES OUT` is the same command
+def test_predict_folder_writes_colour_masks_and_overlays(checkpoint: Path, tmp_path: Path, command: str) -> None:
     images = tmp_path / "images"
     images.mkdir()
     for i, size in enumerate([(96, 128), (70, 90)]):  # any size
         image, _ = render_scene(np.random.default_rng(i), *size)
         cv2.imwrite(str(images / f"scene{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     with pytest.raises(SystemExit) as exit_info:
-        main(["predict-folder", str(checkpoint), str(images), str(tmp_path / "out"), "--overlay"])
+        main([command, str(checkpoint), str(images), str(tmp_path / "out"), "--overlay"])
     assert exit_info.value.code == 0
     labels = cv2.imread(str(tmp_path / "out/scene1_labels.png"), cv2.IMREAD_UNCHANGED)
     colour = cv2.cvtColor(cv2.imread(str(tmp_path / "out/scene1_color.png")), cv2.COLOR_BGR2RGB)
