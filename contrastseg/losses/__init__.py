@@ -1,22 +1,26 @@
 """Loss terms (``nn.Module`` shells) and their functional cores.
 
-Functional core: :func:`sample_balanced_anchors` (Sec. 3.3), :func:`supervised_infonce` (Eq. 1-2),
-:class:`MultiScaleContrastiveLoss` (Eq. 3-4). Terms for :class:`~contrastseg.ContrastSegModule`:
-:class:`CrossEntropy` (optionally median-frequency weighted), :class:`OhemCrossEntropy`, :class:`LovaszSoftmax`,
-:class:`MultiScaleContrast` (owns the projectors; Eq. 5's lambdas).
+Functional core: :func:`sample_balanced_anchors` (Sec. 3.3; :func:`sample_anchor_indices_multiscale` draws all
+scales in one call), :func:`supervised_infonce` (Eq. 1-2), :class:`MultiScaleContrastiveLoss` (Eq. 3-4). Terms
+for :class:`~contrastseg.ContrastSegModule`: :class:`CrossEntropy` (optionally median-frequency weighted),
+:class:`OhemCrossEntropy`, :class:`LovaszSoftmax`, :class:`MultiScaleContrast` (owns the projectors; Eq. 5's
+lambdas).
 """
 
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
 from contrastseg.losses.contrastive import MultiScaleContrast, Projector
 from contrastseg.losses.cross_entropy import CrossEntropy
-from contrastseg.losses.infonce import supervised_infonce
+from contrastseg.losses.infonce import l2_normalize, supervised_infonce
 from contrastseg.losses.lovasz import LovaszSoftmax
 from contrastseg.losses.multiscale import ContrastiveLossOutput, MultiScaleContrastiveLoss, downsample_labels
 from contrastseg.losses.ohem import OhemCrossEntropy, ohem_cross_entropy
-from contrastseg.losses.sampling import sample_anchor_indices, sample_balanced_anchors
+from contrastseg.losses.sampling import (
+    gather_pixels, sample_anchor_indices, sample_anchor_indices_multiscale, sample_balanced_anchors,
+)
 
 __all__ = [
     "ContrastiveLossOutput", "CrossEntropy", "LossContext", "LossTerm", "LovaszSoftmax", "MultiScaleContrast",
     "MultiScaleContrastiveLoss", "OhemCrossEntropy", "Projector", "TermOutput", "downsample_labels",
-    "ohem_cross_entropy", "sample_anchor_indices", "sample_balanced_anchors", "supervised_infonce",
+    "gather_pixels", "l2_normalize", "ohem_cross_entropy", "sample_anchor_indices",
+    "sample_anchor_indices_multiscale", "sample_balanced_anchors", "supervised_infonce",
 ]
