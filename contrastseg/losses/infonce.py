@@ -67,7 +67,7 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
     ) -> Tensor:
         n = z_rows.shape[0]
         scaled = z_rows * inv_t  # (N, D): s = scaled @ z_cols.T
-        lse_parts, row_parts, npos_parts = [], [], []
+        lse_parts, row_parts, inv_npos_parts = [], [], []
         for r0 in range(0, n, block):
             r1 = min(r0 + block, n)
             s = scaled[r0:r1] @ z_cols.T  # (b, D) x (D, M) -> (b, M)
@@ -78,21 +78,21 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
             if exclude_self:  # the anchor itself is not its own positive
                 per_pair[:, r0:r1].diagonal().zero_()
                 npos_b = npos_b.sub_(1.0)
+            inv_npos_b = npos_b.clamp_min_(1.0).reciprocal_()  # (b,) 1/|P(i)| (rows without positives add 0)
             lse_parts.append(lse_b)
-            row_parts.append(per_pair.sum(dim=1).div_(npos_b.clamp_min(1.0)))
-            npos_parts.append(npos_b)
-        lse, n_pos = _cat(lse_parts), _cat(npos_parts)  # (N,) each
-        ctx.save_for_backward(scaled, y_rows, z_cols, y_cols, lse, n_pos)
+            row_parts.append(per_pair.sum(dim=1).mul_(inv_npos_b))
+            inv_npos_parts.append(inv_npos_b)
+        lse, inv_npos = _cat(lse_parts), _cat(inv_npos_parts)  # (N,) each
+        ctx.save_for_backward(scaled, y_rows, z_cols, y_cols, lse, inv_npos)
         ctx.inv_t, ctx.exclude_self, ctx.block = inv_t, exclude_self, block
         return _cat(row_parts).sum() / n
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        scaled, y_rows, z_cols, y_cols, lse, n_pos = ctx.saved_tensors
+        scaled, y_rows, z_cols, y_cols, lse, inv_npos = ctx.saved_tensors
         block = ctx.block
         n = scaled.shape[0]
-        weight = (grad_out.float() / n) / n_pos.clamp_min(1.0)  # (N,) d total / d per-pair term of row i
-        lse_safe = torch.nan_to_num(lse, neginf=0.0)  # rows without negatives: their softmax terms are masked
+        weight = inv_npos * (grad_out.float() / n)  # (N,) d total / d per-pair term of row i
         grad_rows_parts, grad_cols = [], None
         for r0 in range(0, n, block):
             r1 = min(r0 + block, n)
@@ -101,7 +101,9 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
             g_pos = torch.sigmoid(lse[r0:r1, None] - s).mul_(same).mul_(weight[r0:r1, None])  # (b, M)
             if ctx.exclude_self:
                 g_pos[:, r0:r1].diagonal().zero_()
-            p_neg = torch.exp(s - lse_safe[r0:r1, None]).masked_fill_(same, 0.0)  # softmax over N(i), (b, M)
+            # softmax over N(i), (b, M); a row without negatives has lse -inf (exp gives inf) but is all `same`,
+            # so masked_fill (not a multiplication, which would give NaN) zeroes it entirely.
+            p_neg = torch.exp(s - lse[r0:r1, None]).masked_fill_(same, 0.0)
             d_s = p_neg.mul_(g_pos.sum(dim=1, keepdim=True)).sub_(g_pos)  # dL/ds, (b, M)
             grad_rows_parts.append(d_s @ z_cols)  # (b, M) x (M, D) -> (b, D); times 1/t below
             block_cols = d_s.T @ scaled[r0:r1]  # (M, b) x (b, D) -> (M, D), 1/t already in `scaled`
