@@ -81,6 +81,10 @@ def test_sampler_stochastic_rounding_epochs_and_shards() -> None:
     np.testing.assert_allclose(counts / 2000, factors, atol=0.05)
     sampler.set_epoch(7)
     assert list(sampler) == list(sampler), "the epoch seed fixes the draw"
+    sampler.set_epoch(8)
+    eighth = list(sampler)
+    sampler.set_epoch(7)
+    assert list(sampler) != eighth, "another epoch, another list"
     shards = []
     for rank in range(2):
         s = RepeatFactorSampler(factors, seed=3, num_replicas=2, rank=rank)

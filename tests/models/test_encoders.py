@@ -56,6 +56,16 @@ def test_resnet_output_stride(output_stride: int, strides: tuple[int, ...]) -> N
     assert [f.shape[-2:] for f in feats] == [torch.Size((64 // s, 96 // s)) for s in strides]
 
 
+@pytest.mark.parametrize("name", ["resnet50", "resnet101d"])
+@pytest.mark.parametrize("output_stride,strides", [(8, (4, 8, 8, 8)), (16, (4, 8, 16, 16))])
+def test_deep_resnets_dilate_to_the_output_stride(name: str, output_stride: int, strides: tuple[int, ...]) -> None:
+    enc = Encoder(name, output_stride=output_stride)
+    assert enc.strides == strides and enc.channels == (256, 512, 1024, 2048)
+    feats = enc(torch.randn(1, 3, 64, 96))
+    assert [f.shape[-2:] for f in feats] == [torch.Size((64 // s, 96 // s)) for s in strides]
+    assert [f.shape[1] for f in feats] == list(enc.channels)
+
+
 def test_unknown_name_lists_known() -> None:
     with pytest.raises(ConfigError, match="unknown encoder name 'resnet1000'.*hrnet_w48.*swin_tiny"):
         Encoder("resnet1000")
