@@ -1,12 +1,14 @@
 """A W&B offline run: files written, resolved config logged, tables and overlays after validation, and the metric
 files beside the run's checkpoints."""
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from contrastseg.cli import main
+from contrastseg.data.synthetic import SYNTHETIC_CLASSES
 
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--config", str(REPO / "experiments/quickstart_contrastive.yaml"), "--config",
@@ -36,6 +38,11 @@ def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, 
     assert list(run_dir.glob("*.wandb")), "the offline run file is written"
     media = list((run_dir / "files" / "media").rglob("*.png"))
     assert len(media) >= 4, "prediction overlays of the fixed validation images"
+    tables = list((run_dir / "files" / "media").rglob("*.table.json"))
+    assert tables, "the per-class IoU table"
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["class", "IoU", "acc", "pixels"]
+    assert [row[0] for row in table["data"]] == list(SYNTHETIC_CLASSES)
     # Checkpoints, config.yaml and the metric files share the run's own folder, not the save_dir all runs share.
     folder = tmp_path / "runs" / "contrastseg" / run_id
     assert (folder / "checkpoints" / "last.ckpt").is_file()
