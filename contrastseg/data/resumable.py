@@ -74,7 +74,7 @@ class ResumableSampler(DistributedSampler):
 @contextmanager
 def _seeded(seed: int, *, restore: bool) -> Iterator[None]:
     states = (torch.get_rng_state(), np.random.get_state(), random.getstate()) if restore else None
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)  # the CPU stream only: torch.manual_seed would reseed every GPU too
     np.random.seed(seed % 2**32)
     random.seed(seed)
     try:

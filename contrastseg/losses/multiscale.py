@@ -141,7 +141,7 @@ class MultiScaleContrastiveLoss(nn.Module):
         anchors: dict[int, tuple[Tensor, Tensor]] = {}
         if self.sampling_mode == "all":
             for s in scales:
-                index = self._all_labelled(labels_at[s], embeddings[s].shape[1], s)
+                index = self._all_labelled(labels_at[s], s)
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), labels_at[s].reshape(-1)[index])
         elif self.gather_distributed:
             for s in scales:
@@ -173,7 +173,7 @@ class MultiScaleContrastiveLoss(nn.Module):
         total = total + sum(w * l for w, l in zip(self.cross_scale_weights, cross_scale))
         return ContrastiveLossOutput(total=total, per_scale=per_scale, cross_scale=cross_scale)
 
-    def _all_labelled(self, labels_s: Tensor, dim: int, scale: int) -> Tensor:
+    def _all_labelled(self, labels_s: Tensor, scale: int) -> Tensor:
         """Flat indices of every labelled pixel, or :class:`AnchorLimitError` above ``all_max_anchors``."""
         index = (labels_s.reshape(-1) != self.sampling["ignore_index"]).nonzero()[:, 0]  # (N,)
         n = index.numel()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from contrastseg.losses.cross_entropy import CrossEntropy
@@ -38,16 +37,15 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 25
     n = int(valid.sum())
     if n == 0:
         return logits.sum() * 0.0
-    logp = logits.log_softmax(dim=1)  # one softmax serves the losses and the hardness ranking
-    losses = F.nll_loss(logp, target, weight=class_weights, ignore_index=ignore_index, reduction="none")
+    safe = target.masked_fill(~valid, 0)  # (B, H, W) ignore pixels point at class 0; `keep` masks them out
+    # One log-softmax and one gather serve both the per-pixel losses and the hardness ranking.
+    picked = logits.log_softmax(dim=1).gather(1, safe[:, None])[:, 0]  # (B, H, W) log p(true class)
+    nll = -picked if class_weights is None else -picked * class_weights[safe]
     with torch.no_grad():
-        prob = logp.gather(1, target.masked_fill(~valid, 0)[:, None])[:, 0].exp()  # (B, H, W) true-class prob
-        p = prob[valid]  # (N,)
-        kth = torch.kthvalue(p, min(min_kept, n - 1) + 1).values  # p_(min_kept), 0-based rank min(min_kept, N-1)
-        threshold = torch.clamp(kth, min=thresh)
-        keep = p < threshold
-    kept = losses[valid][keep]
-    return kept.sum() / keep.sum().clamp_min(1)  # an empty selection is an exact, connected 0
+        prob = picked.exp()  # (B, H, W)
+        kth = torch.kthvalue(prob[valid], min(min_kept, n - 1) + 1).values  # p_(min_kept), 0-based rank min(.., N-1)
+        keep = valid & (prob < torch.clamp(kth, min=thresh))
+    return (nll * keep).sum() / keep.sum().clamp_min(1)  # an empty selection is an exact, connected 0
 
 
 class OhemCrossEntropy(CrossEntropy):

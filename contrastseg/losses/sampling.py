@@ -92,16 +92,13 @@ def sample_anchor_indices_multiscale(
     per_scale = present.view(n_scales, n_keys)
     t = per_scale.sum(1)  # (S,) present pairs per scale
     k = torch.where(per_scale, counts.view(n_scales, n_keys), torch.iinfo(torch.long).max).amin(1)  # (S,)
-    # V per scale, on the device (the same arithmetic as on the host below, so nothing is copied back up).
+    # V per scale, computed on the device so that it is there for the indexing below (0: nothing sampled fairly).
     v_dev = torch.clamp_max(k, max_views_per_class)
     v_dev = torch.where(v_dev * t > max_anchors, max_anchors // t.clamp_min(1), v_dev).mul_(t > 0)  # (S,)
-    t_and_k = torch.cat([t, k]).tolist()  # the one host sync: (T_s, K_s) of every scale
-    views = []
-    for t_s, k_s in zip(t_and_k[:n_scales], t_and_k[n_scales:]):
-        v = min(int(k_s), max_views_per_class) if t_s else 0
-        views.append(max_anchors // t_s if v * t_s > max_anchors else v)  # 0 when nothing can be sampled fairly
-    counts_out = [int(t_s) * v for t_s, v in zip(t_and_k, views)]
-    n_out, n_pairs = sum(counts_out), int(sum(t_and_k[:n_scales]))
+    host = torch.cat([t, v_dev]).tolist()  # the one host sync: T_s and V_s of every scale
+    pairs_per_scale, views = host[:n_scales], host[n_scales:]
+    counts_out = [t_s * v for t_s, v in zip(pairs_per_scale, views)]
+    n_out, n_pairs = sum(counts_out), sum(pairs_per_scale)
     if n_out == 0:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return [(empty, empty) for _ in labels]
