@@ -48,7 +48,8 @@ class LoggerSaveConfigCallback(SaveConfigCallback):
             folder = run_folder(trainer)  # broadcast from rank 0
             path = os.path.join(folder, self.config_filename)
             fs = get_filesystem(folder)
-            if trainer.strategy.broadcast(not self.overwrite and trainer.is_global_zero and fs.isfile(path)):
+            # As Lightning's SaveConfigCallback.setup, with trainer.log_dir replaced by run_folder(trainer).
+            if not self.overwrite and trainer.strategy.broadcast(trainer.is_global_zero and fs.isfile(path)):
                 raise RuntimeError(f"{type(self).__name__} expected {path} to NOT exist: set overwrite to replace it")
             if trainer.is_global_zero:
                 fs.makedirs(folder, exist_ok=True)

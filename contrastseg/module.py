@@ -180,15 +180,15 @@ class ContrastSegModule(LightningModule):
 
     def _backup_buffers(self) -> None:
         buffers = self._state_buffers()
-        backup = getattr(self, "_buffer_backup", None)
-        if backup is None or len(backup) != len(buffers) or backup[0].device != buffers[0].device:
+        if getattr(self, "_buffer_backup", None) is None:  # reset with the buffer list at train start
             self._buffer_backup = [b.detach().clone() for b in buffers]
-        else:
-            torch._foreach_copy_(backup, buffers)  # one fused copy; the buffers are small
+        elif buffers:
+            torch._foreach_copy_(self._buffer_backup, buffers)  # one fused copy; the buffers are small
 
     def _restore_buffers(self) -> None:
-        with torch.no_grad():
-            torch._foreach_copy_(self._state_buffers(), self._buffer_backup)
+        if getattr(self, "_buffer_backup", None):
+            with torch.no_grad():
+                torch._foreach_copy_(self._state_buffers(), self._buffer_backup)
 
     def _finite(self, loss: Tensor, logs: dict[str, Tensor], batch: dict[str, Any], batch_idx: int) -> bool:
         finite = torch.isfinite(loss.detach()).float()
@@ -328,7 +328,7 @@ class ContrastSegModule(LightningModule):
         self._pending_rng = checkpoint.get("rng_states")
 
     def on_train_start(self) -> None:
-        self._buffer_list = None  # buffers may have moved device or been replaced since the last run
+        self._buffer_list = self._buffer_backup = None  # buffers may have moved device or been replaced
         states = getattr(self, "_pending_rng", None)
         if states and self.trainer.world_size == 1:  # under DDP each rank's streams differ; they are not saved
             torch.set_rng_state(states["torch"])

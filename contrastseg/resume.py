@@ -17,8 +17,9 @@ from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from contrastseg.callbacks.checkpoint import find_last_checkpoint
+from contrastseg.callbacks.checkpoint import find_last_checkpoint, runs_folder, version_folder
 from contrastseg.errors import ConfigError
+from contrastseg.evaluation.collect import saved_logger_name
 
 __all__ = ["logger_init_args", "resolve_last"]
 
@@ -33,10 +34,10 @@ def logger_init_args(config: Namespace) -> Namespace | None:
 def _saved_logger_name(folder: Path) -> object:
     """``trainer.logger.init_args.name`` in the ``config.yaml`` of a run folder (``None`` if unknown)."""
     try:
-        logger = (yaml.safe_load((folder / "config.yaml").read_text()) or {})["trainer"]["logger"]
-        return ((logger[0] if isinstance(logger, list) else logger) or {}).get("init_args", {}).get("name")
-    except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError):
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
         return None
+    return saved_logger_name(config) if isinstance(config, dict) else None
 
 
 def resolve_last(trainer: Trainer, init_args: Namespace | None, *, required: bool) -> str | None:
@@ -48,17 +49,16 @@ def resolve_last(trainer: Trainer, init_args: Namespace | None, *, required: boo
     :class:`ConfigError` when there is no checkpoint; ``fit`` then prints a message and starts a new run (``None``).
     """
     folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
-    if not trainer.loggers:
-        runs, where = None, Path(trainer.default_root_dir) / "checkpoints"
+    runs = runs_folder(trainer)
+    if runs is None:
+        where = Path(trainer.default_root_dir) / "checkpoints"
         folders.append(where)
     else:
-        logger = trainer.loggers[0]
-        runs = Path(logger.save_dir if logger.save_dir is not None else trainer.default_root_dir) / str(logger.name)
         where = runs / "*" / "checkpoints"
     pinned = None if init_args is None else init_args.get("version")
     pinned = init_args.get("id") if pinned is None and init_args is not None else pinned  # W&B: id or version
     if runs is not None and pinned is not None:  # a version given in the config: only that folder
-        where = runs / (pinned if isinstance(pinned, str) else f"version_{pinned}") / "checkpoints"
+        where = runs / version_folder(pinned) / "checkpoints"
         folders.append(where)
         runs = None
     name = None if init_args is None else init_args.get("name")  # W&B: the run name; its folders hold the project

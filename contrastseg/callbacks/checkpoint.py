@@ -14,7 +14,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "find_last_checkpoint", "run_folder"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "find_last_checkpoint", "run_folder", "runs_folder", "version_folder"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -82,6 +82,27 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+def runs_folder(trainer: Any) -> Path | None:
+    """``<save_dir>/<name>`` of the first logger, which holds one folder per run (``None`` without a logger).
+
+    Args:
+        trainer: the Lightning trainer.
+    """
+    if not trainer.loggers:
+        return None
+    logger = trainer.loggers[0]
+    return Path(logger.save_dir if logger.save_dir is not None else trainer.default_root_dir) / str(logger.name)
+
+
+def version_folder(version: int | str) -> str:
+    """The folder name of a logger version, as ``ModelCheckpoint`` and the loggers spell it (``3`` -> ``version_3``).
+
+    Args:
+        version: the logger's version (an int) or run id (a string, kept as is).
+    """
+    return version if isinstance(version, str) else f"version_{version}"
+
+
 def run_folder(trainer: Any) -> str:
     """The run's folder: the one ``ModelCheckpoint`` puts its default ``checkpoints/`` folder in.
 
@@ -90,12 +111,9 @@ def run_folder(trainer: Any) -> str:
     ``trainer.log_dir`` (the shared ``save_dir`` for W&B), no two runs share it. Call it on every process: rank 0's
     answer is broadcast.
     """
-    if trainer.loggers:
-        logger = trainer.loggers[0]
-        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
-        version = logger.version
-        version = version if isinstance(version, str) else f"version_{version}"
-        folder = os.path.join(save_dir, str(logger.name), version)  # the rule of ModelCheckpoint.__resolve_ckpt_dir
+    runs = runs_folder(trainer)
+    if runs is not None:  # the rule of ModelCheckpoint.__resolve_ckpt_dir
+        folder = os.path.join(runs, version_folder(trainer.loggers[0].version))
     else:
         folder = str(trainer.default_root_dir)
     return trainer.strategy.broadcast(folder)

@@ -23,9 +23,25 @@ from typing import Any
 
 import yaml
 
-__all__ = ["collect_runs", "describe_run", "format_table", "main", "mean_std"]
+__all__ = ["collect_runs", "describe_run", "format_table", "main", "mean_std", "saved_logger_name"]
 
 COLUMNS = ("row", "model", "backbone", "L_c", "L_cms", "L_ccs", "scale pairs", "sampling", "seeds", "mIoU")
+
+
+def saved_logger_name(config: dict[str, Any]) -> str | None:
+    """``trainer.logger.init_args.name`` of a resolved ``config.yaml`` (first logger of a list; ``None`` if unset).
+
+    Args:
+        config: the parsed YAML of a run's ``config.yaml``.
+
+    Returns:
+        The logger's run name, or ``None`` for ``logger: true/false``, no logger or no name.
+    """
+    logger = (config.get("trainer") or {}).get("logger")
+    logger = logger[0] if isinstance(logger, list) and logger else logger
+    if not isinstance(logger, dict):
+        return None
+    return (logger.get("init_args") or {}).get("name")
 
 
 def describe_run(config: dict[str, Any]) -> dict[str, str]:
@@ -58,9 +74,10 @@ def collect_runs(roots: Sequence[str | Path], *, stage: str = "val") -> list[dic
             if not config_path.is_file():
                 continue
             config = yaml.safe_load(config_path.read_text())
-            logger = (config.get("trainer", {}).get("logger") or {})
-            name = (logger.get("init_args") or {}).get("name") or metrics.parent.parent.name
-            entry = groups.setdefault(name, {"row": name, **describe_run(config), "runs": []})
+            name = saved_logger_name(config) or metrics.parent.parent.name
+            if name not in groups:
+                groups[name] = {"row": name, **describe_run(config), "runs": []}
+            entry = groups[name]
             miou = json.loads(metrics.read_text()).get("mIoU")
             entry["runs"].append({"seed": config.get("seed_everything"), "mIoU": miou, "path": str(metrics.parent)})
     return list(groups.values())

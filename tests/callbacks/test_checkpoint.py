@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from contrastseg.callbacks import AtomicCheckpointIO
+from contrastseg.callbacks.checkpoint import runs_folder, version_folder
 
 
 def test_save_and_load(tmp_path: Path) -> None:
@@ -54,3 +55,13 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path:
     child.wait()
     assert list(tmp_path.glob(".last.ckpt.*.tmp")), "the child was not caught while writing"
     assert torch.load(path, weights_only=True)["version"] == 1
+
+
+def test_runs_and_version_folders(tmp_path: Path) -> None:
+    from lightning import Trainer
+    from lightning.pytorch.loggers import CSVLogger
+
+    assert version_folder(3) == "version_3" and version_folder("abc123") == "abc123"
+    trainer = Trainer(logger=CSVLogger(tmp_path / "runs", name="exp"), default_root_dir=tmp_path)
+    assert runs_folder(trainer) == tmp_path / "runs" / "exp"
+    assert runs_folder(Trainer(logger=False, default_root_dir=tmp_path)) is None

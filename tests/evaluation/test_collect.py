@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from contrastseg.cli import main
-from contrastseg.evaluation.collect import collect_runs, describe_run, format_table
+from contrastseg.evaluation.collect import collect_runs, describe_run, format_table, saved_logger_name
 from contrastseg.evaluation.collect import main as collect_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,3 +54,25 @@ def test_mean_std_by_hand() -> None:
 
     assert mean_std([0.5, 0.7]) == "60.0 ± 14.1"  # sample std of 50 and 70 is 14.14
     assert mean_std([0.39418, None], digits=2) == "39.42" and mean_std([]) == "-"
+
+
+@pytest.mark.parametrize(("trainer", "expected"), [
+    ({"logger": {"class_path": "CSVLogger", "init_args": {"name": "a"}}}, "a"),
+    ({"logger": [{"class_path": "WandbLogger", "init_args": {"name": "b"}}, {"class_path": "CSVLogger"}]}, "b"),
+    ({"logger": True}, None), ({"logger": []}, None), ({}, None), (None, None),
+])
+def test_saved_logger_name(trainer, expected) -> None:
+    assert saved_logger_name({"trainer": trainer}) == expected
+
+
+def test_collect_groups_runs_by_name_with_a_list_of_loggers(tmp_path: Path) -> None:
+    for seed, miou in ((0, 0.5), (1, 0.7)):
+        run = tmp_path / f"version_{seed}"
+        run.mkdir()
+        (run / "config.yaml").write_text(
+            f"seed_everything: {seed}\ntrainer:\n  logger:\n  - class_path: CSVLogger\n    init_args: {{name: row_a}}\n")
+        (run / "val_metrics.json").write_text(f'{{"mIoU": {miou}}}')
+    (entry,) = collect_runs([tmp_path])
+    assert entry["row"] == "row_a" and sorted(r["seed"] for r in entry["runs"]) == [0, 1]
+    (row,) = format_table([entry])
+    assert row["mIoU"] == "60.0 ± 14.1" and row["seeds"] in ("0, 1", "1, 0")
