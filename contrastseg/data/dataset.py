@@ -142,9 +142,22 @@ class SegmentationDataset(Dataset):
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """The decoded image ``(H, W, 3)`` uint8 and remapped, checked mask ``(H, W)``."""
         image_path, mask_path = self.pairs[index]
-        image, mask = read_image(image_path), read_mask(mask_path)
+        image, mask = read_image(image_path), self.load_mask(index)
         if mask.shape != image.shape[:2]:
             raise DataError(f"label {mask_path} is {mask.shape} but image {image_path} is {image.shape[:2]}")
+        return image, mask
+
+    def load_mask(self, index: int) -> np.ndarray:
+        """The remapped, checked mask ``(H, W)`` of item ``index`` alone (label statistics need no image).
+
+        Args:
+            index: item index.
+
+        Returns:
+            Train ids ``0..C-1`` and ``ignore_index``, uint8 (int32 when the ignore index does not fit a byte).
+        """
+        mask_path = self.pairs[index][1]
+        mask = read_mask(mask_path)
         if self.lut is not None:
             raw, mask = mask, self.lut[mask]
             unknown = mask < 0
@@ -153,7 +166,7 @@ class SegmentationDataset(Dataset):
                 raise DataError(f"raw label value {values[0]} in {mask_path} is not a known {type(self).__name__} "
                                 f"label (unknown values: {values[:10]})")
         check_mask_values(mask, self.num_classes, self.ignore_index, str(mask_path))
-        return image, mask.astype(np.uint8 if self.ignore_index < 256 else np.int32)
+        return mask.astype(np.uint8 if self.ignore_index < 256 else np.int32)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask = self.load(index)

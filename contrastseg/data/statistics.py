@@ -13,8 +13,8 @@ __all__ = ["cached_per_image", "class_pixel_counts", "median_frequency_weights"]
 
 
 def _mask_loader(dataset: Dataset) -> Callable[[int], np.ndarray]:
-    if hasattr(dataset, "load"):  # SegmentationDataset: decoded, remapped label without augmentation
-        return lambda i: dataset.load(i)[1]  # type: ignore[attr-defined]
+    if hasattr(dataset, "load_mask"):  # SegmentationDataset: the remapped label alone, no image decoded
+        return dataset.load_mask  # type: ignore[attr-defined]
     return lambda i: np.asarray(dataset[i]["mask"])  # any dataset of {"image", "mask"} items
 
 

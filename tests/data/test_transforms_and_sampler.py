@@ -196,8 +196,8 @@ def test_class_presence_is_cached(tmp_path) -> None:
         def __len__(self):
             return 2
 
-        def load(self, i):
-            return None, masks[i]
+        def load_mask(self, i):
+            return masks[i]
 
     presence = class_presence(Fake(), 3, cache_dir=tmp_path)
     assert presence.tolist() == [[True, True, False], [False, False, True]]
