@@ -23,7 +23,17 @@ __all__ = ["ResumableSampler", "SeededItems", "describe_item", "files_being_read
 
 
 def item_seed(seed: int, epoch: int, rank: int, position: int) -> int:
-    """A 63-bit seed for the ``position``-th item of ``rank``'s share of ``epoch`` (SeedSequence hashing)."""
+    """A 64-bit seed for the ``position``-th item of ``rank``'s share of ``epoch`` (SeedSequence hashing).
+
+    Args:
+        seed: the run's data seed.
+        epoch: the epoch.
+        rank: the process rank.
+        position: the item's position in that rank's share of the epoch.
+
+    Returns:
+        ``s0 * 2**31 + s1`` of two hashed 32-bit words: fits 64 bits unsigned, not always 63.
+    """
     return int(np.random.SeedSequence([seed, epoch, rank, position]).generate_state(2, np.uint32).astype(np.uint64)
                .dot(np.array([1 << 31, 1], np.uint64)))
 
@@ -107,6 +117,14 @@ def describe_item(dataset: Any, index: int) -> str:
     return f"{type(dataset).__name__}[{index}]"
 
 
+def _write_row(row: torch.Tensor, text: str) -> None:
+    """``text`` into a reading-table row, zero-padded (its end if too long: the informative part of a path)."""
+    data = text.encode()[-row.shape[0]:]
+    row.zero_()
+    if data:
+        row[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
 class SeededItems(Dataset):
     """What the data modules' loaders read: ``dataset[index]``, seeded and tracked.
 
@@ -127,24 +145,19 @@ class SeededItems(Dataset):
 
     def __getitem__(self, key: Any) -> Any:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        self._mark(describe_item(self.dataset, index))
+        info = get_worker_info()  # once per item: None in the main process
+        row = self.reading[info.id] if self.reading is not None and info is not None and info.id < len(
+            self.reading) else None
+        if row is not None:
+            _write_row(row, describe_item(self.dataset, index))
         try:
             if seed is None:
                 return self.dataset[index]
-            with _seeded(seed, restore=get_worker_info() is None):
+            with _seeded(seed, restore=info is None):
                 return self.dataset[index]
         finally:
-            self._mark("")
-
-    def _mark(self, text: str) -> None:
-        info = get_worker_info()
-        if self.reading is None or info is None or info.id >= len(self.reading):
-            return
-        data = text.encode()[-self.reading.shape[1]:]  # the end of a long path is the informative part
-        row = self.reading[info.id]
-        row.zero_()
-        if data:
-            row[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            if row is not None:
+                row.zero_()
 
     def __getattr__(self, name: str) -> Any:  # dataset facts (class_names, files, ...) stay reachable
         if name == "dataset":

@@ -51,3 +51,9 @@ def test_reading_table_round_trip_and_descriptions() -> None:
     table[1, :3] = torch.tensor(list(b"x.p"), dtype=torch.uint8)
     assert files_being_read(table) == ["x.p"]
     assert describe_item(_Noisy(), 1) == "/data/b.png" and describe_item(range(3), 2) == "range[2]"
+
+
+def test_item_seed_is_the_seed_sequence_hash_of_its_coordinates() -> None:
+    s0, s1 = (int(w) for w in np.random.SeedSequence([7, 2, 1, 40]).generate_state(2, np.uint32))
+    assert item_seed(7, 2, 1, 40) == s0 * 2**31 + s1
+    assert item_seed(7, 2, 1, 41) != item_seed(7, 2, 1, 40) != item_seed(7, 3, 1, 40)
