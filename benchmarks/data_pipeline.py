@@ -143,7 +143,7 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         cases = []
-        if Path(args.camvid, "train").is_dir():
+        if Path(args.camvid, "train").is_dir() and (not args.datasets or "CamVid" in args.datasets):
             cases.append(("CamVid", CamVidDataset, args.camvid, (352, 480), "480x360"))
         generated = [  # (name, writer, dataset, crop as in the dataset's experiments/ base, native size)
             ("Cityscapes-size", fake_cityscapes, CityscapesDataset, (512, 1024), "2048x1024"),
@@ -158,8 +158,6 @@ def main() -> None:
             write(root, 24)
             cases.append((name, cls, str(root), crop, size))
         for name, cls, root, crop, size in cases:
-            if args.datasets and name not in args.datasets:
-                continue
             ours = cls(root, "train", PaperTrainTransform(crop))
             baseline = TorchvisionPipeline(ours.pairs, ours.lut, crop)
             for workers in (0, 2):

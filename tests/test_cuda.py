@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastseg.losses import MultiScaleContrastiveLoss, sample_balanced_anchors, supervised_infonce
+from contrastseg.losses import sample_balanced_anchors, supervised_infonce
 
 from .losses.reference import infonce_loops
 from .losses.test_contrastive_term import _bound, _features, _labels
@@ -95,22 +95,12 @@ def test_contrastive_term_under_cuda_autocast(dtype: torch.dtype, all_ignore: bo
 
 def test_full_shape_loss_fits_the_memory_target() -> None:
     """Cityscapes-like case of the benchmark (8 x 512 x 1024 labels, 19 classes): under 400 MB extra."""
-    from benchmarks.contrastive_loss import realistic_labels
+    from benchmarks.contrastive_loss import _measure
 
-    labels = realistic_labels(8, 512, 1024, 19, seed=0).cuda()
-    emb = [torch.randn(8, 256, 512 // s, 1024 // s, device="cuda", requires_grad=True) for s in (4, 8, 16, 32)]
-    loss = MultiScaleContrastiveLoss()
-    loss(emb, labels).total.backward()  # warm-up: library workspaces (cuBLAS) are not the loss's memory
-    for e in emb:
-        e.grad = None
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    loss(emb, labels).total.backward()
-    torch.cuda.synchronize()
-    extra_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
-    grads_mb = sum(e.numel() * 4 for e in emb) / 2**20  # the embeddings' own gradients, which any loss creates
-    assert extra_mb - grads_mb < 400, (extra_mb, grads_mb)
+    # The benchmark's own measurement: warm-up, then the peak above the inputs, less the embeddings' gradients
+    # (which any loss on them creates).
+    _, extra_mb, beyond_grads_mb = _measure("contrastseg", ("Cityscapes-like", 8, 512, 1024, 19), 1.0, "cuda", 1)
+    assert beyond_grads_mb < 400, (extra_mb, beyond_grads_mb)
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
