@@ -25,7 +25,14 @@ __all__ = ["logger_init_args", "resolve_last"]
 
 
 def logger_init_args(config: Namespace) -> Namespace | None:
-    """``init_args`` of the first logger in a parsed config (``None`` for ``logger: true/false``)."""
+    """``init_args`` of the first logger in a parsed config (``None`` for ``logger: true/false``).
+
+    Args:
+        config: the subcommand's parsed config (``trainer.logger`` a logger, a list of them, or a bool).
+
+    Returns:
+        The logger's ``init_args`` namespace, or ``None``.
+    """
     logger = config.get("trainer.logger")
     logger = (logger or [None])[0] if isinstance(logger, list) else logger
     return logger.get("init_args") if isinstance(logger, Namespace) and logger.get("class_path") else None
@@ -47,6 +54,15 @@ def resolve_last(trainer: Trainer, init_args: Namespace | None, *, required: boo
     metrics and ``config.yaml`` continue in the same folder (and a requeued SLURM job resumes the newest state
     again); ``validate`` and ``test`` (``required``) log into a new version folder, as Lightning does, and raise a
     :class:`ConfigError` when there is no checkpoint; ``fit`` then prints a message and starts a new run (``None``).
+
+    Args:
+        trainer: the instantiated trainer (its first logger and checkpoint callbacks say where to look).
+        init_args: the first logger's ``init_args`` from the config (:func:`logger_init_args`): a pinned
+            ``version``/``id`` restricts the search to that run; ``name`` filters W&B runs sharing a project.
+        required: ``validate``/``test``: a missing checkpoint is an error, and the logger is not reopened.
+
+    Returns:
+        The checkpoint path, or ``None`` for a ``fit`` that starts anew.
     """
     folders = [cb.dirpath for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)]
     runs = runs_folder(trainer)

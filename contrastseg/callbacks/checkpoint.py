@@ -128,6 +128,9 @@ def find_last_checkpoint(runs: str | Path | None, *, folders: Iterable[str | Pat
         folders: further checkpoint folders (a checkpoint callback's explicit ``dirpath``).
         accept: optional ``run folder -> bool`` that rejects version folders of another run (W&B projects hold
             the folders of every run in the project).
+
+    Returns:
+        The newest existing checkpoint by modification time, or ``None``.
     """
     found = Path(runs).glob("*/checkpoints/last*.ckpt") if runs is not None else ()
     candidates = [p for p in found if accept is None or accept(p.parent.parent)]

@@ -25,6 +25,18 @@ def cached_per_image(dataset: Dataset, kind: str, num_classes: int, compute: Cal
 
     The cache key hashes the dataset's label file list (its length for datasets without files), so a changed
     dataset is recomputed. Without ``cache_dir`` the cache goes to ``~/.cache/contrastseg``. Written atomically.
+
+    Args:
+        dataset: a :class:`SegmentationDataset` (masks read alone) or any dataset of ``{"mask": ...}`` items.
+        kind: the statistic's name, part of the cache file name.
+        num_classes: ``C``.
+        compute: ``(H, W)`` mask -> ``(C,)`` row.
+        cache_dir: where the ``.npy`` goes (default ``~/.cache/contrastseg``).
+        load_mask: ``index -> mask`` overriding how masks are read.
+        dtype: the table's dtype.
+
+    Returns:
+        The ``(N, C)`` table, read from the cache when it exists.
     """
     load = load_mask or _mask_loader(dataset)
     pairs = getattr(dataset, "pairs", None)

@@ -45,7 +45,14 @@ def saved_logger_name(config: dict[str, Any]) -> str | None:
 
 
 def describe_run(config: dict[str, Any]) -> dict[str, str]:
-    """The paper's descriptive columns of one resolved ``config.yaml``."""
+    """The paper's descriptive columns of one resolved ``config.yaml``.
+
+    Args:
+        config: the parsed ``config.yaml`` of a run.
+
+    Returns:
+        ``model``, ``backbone``, ``L_c``, ``L_cms``, ``L_ccs`` (``"x"`` when used), ``scale pairs``, ``sampling``.
+    """
     net = config.get("model", {}).get("net", {}).get("init_args", {})
     encoder = net.get("encoder", {})
     encoder = encoder.get("init_args", encoder)  # saved as {class_path, init_args} or as plain options
@@ -66,7 +73,15 @@ def describe_run(config: dict[str, Any]) -> dict[str, str]:
 
 
 def collect_runs(roots: Sequence[str | Path], *, stage: str = "val") -> list[dict[str, Any]]:
-    """One entry per row name: the descriptive columns, the seeds and the mIoU of each finished run."""
+    """One entry per row name: the descriptive columns, the seeds and the mIoU of each finished run.
+
+    Args:
+        roots: folders searched recursively for ``<stage>_metrics.json`` with a ``config.yaml`` beside it.
+        stage: ``"val"`` or ``"test"``.
+
+    Returns:
+        Per logger run name: the :func:`describe_run` columns, ``row`` and ``runs`` (seed, mIoU, path each).
+    """
     groups: dict[str, dict[str, Any]] = {}
     for root in roots:
         for metrics in sorted(Path(root).rglob(f"{stage}_metrics.json")):
@@ -86,7 +101,12 @@ def collect_runs(roots: Sequence[str | Path], *, stage: str = "val") -> list[dic
 def mean_std(values: Sequence[float | None], digits: int = 1) -> str:
     """Scores in [0, 1] as ``"mean ± std"`` in percent (sample std); one value alone; ``"-"`` for none.
 
-    Example: ``mean_std([0.5, 0.7]) == "60.0 ± 14.1"``.
+    Args:
+        values: scores in [0, 1]; ``None`` entries are skipped.
+        digits: decimals shown.
+
+    Returns:
+        For example ``mean_std([0.5, 0.7]) == "60.0 ± 14.1"``.
     """
     kept = [100 * v for v in values if v is not None]
     if not kept:
@@ -97,7 +117,14 @@ def mean_std(values: Sequence[float | None], digits: int = 1) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Rows of strings in :data:`COLUMNS` order."""
+    """Rows of strings in :data:`COLUMNS` order.
+
+    Args:
+        rows: the entries of :func:`collect_runs`.
+
+    Returns:
+        One dict of strings per row, its ``mIoU`` as :func:`mean_std` over the row's runs.
+    """
     out = []
     for row in rows:
         seeds = ", ".join(str(r["seed"]) for r in row["runs"])

@@ -70,11 +70,25 @@ class LossTerm(nn.Module):
         self.ignore_index = context.ignore_index
 
     def setup_data(self, datamodule: Any) -> None:
-        """Receive the data module before fitting/validation (override to compute statistics such as class weights)."""
+        """Receive the data module before fitting/validation (override to compute statistics such as class weights).
+
+        Args:
+            datamodule: the trainer's data module, or ``None`` when the module is used without one.
+        """
 
     def main_and_aux(self, loss_fn: Callable[[Tensor, Tensor], Tensor], output: SegOutput, target: Tensor,
                      aux_weight: float) -> Tensor | TermOutput:
-        """``loss_fn`` on the logits, plus ``aux_weight`` times it on auxiliary logits when the model has them."""
+        """``loss_fn`` on the logits, plus ``aux_weight`` times it on auxiliary logits when the model has them.
+
+        Args:
+            loss_fn: ``(logits, target) -> scalar``.
+            output: the model's output (``logits``, optional ``aux_logits``).
+            target: ``(B, H, W)`` labels.
+            aux_weight: weight of the auxiliary loss (0.4 for OCRNet/UPerNet).
+
+        Returns:
+            The scalar without auxiliary logits; otherwise a :class:`TermOutput` whose logs hold both parts.
+        """
         loss = loss_fn(output.logits, target)
         if output.aux_logits is None or aux_weight == 0:
             return loss

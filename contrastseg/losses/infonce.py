@@ -51,7 +51,15 @@ class _L2Normalize(torch.autograd.Function):
 
 
 def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """Rows of ``x`` scaled to unit L2 norm, in float32 (``F.normalize(x.float(), dim=1)``, fewer kernels)."""
+    """Rows of ``x`` scaled to unit L2 norm, in float32 (``F.normalize(x.float(), dim=1)``, fewer kernels).
+
+    Args:
+        x: ``(N, D)`` rows, any float dtype.
+        eps: lower bound of the norm (rows shorter than it are divided by ``eps``).
+
+    Returns:
+        ``(N, D)`` float32 unit rows; the backward pass is closed-form.
+    """
     return _L2Normalize.apply(x.float(), eps)
 
 

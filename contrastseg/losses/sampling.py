@@ -180,6 +180,9 @@ def gather_pixels(embeddings: Tensor, index: Tensor, *, distinct: bool = False) 
         index: ``(N,)`` flat indices into ``(B, h, w)``.
         distinct: the indices are known to be distinct (a sample without replacement), which allows a cheaper
             backward.
+
+    Returns:
+        ``(N, D)`` rows in the embeddings' dtype, differentiable with respect to ``embeddings``.
     """
     b, d, h, w = embeddings.shape
     flat = embeddings.reshape(b, d, h * w)  # (B, D, h, w) -> (B, D, h*w), a view for contiguous maps
