@@ -5,7 +5,9 @@
 #   3. tests/test_cuda.py (CUDA autocast, sampler syncs, memory target, mixed-precision fits), in the background of 4;
 #   4. benchmarks.camvid_comparison: 3 seeds x 2 arms trained at once, stopped at the time left and scored at the
 #      last epoch every run validated.
-# Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CAMVID_ROOT, BUDGET_S=total seconds, *_ARGS to shrink)
+#   (and benchmarks.infonce_kernels: the fused Triton terms against the PyTorch ones, per term)
+# Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CAMVID_ROOT, BUDGET_S=total seconds, *_ARGS to shrink,
+#        PARTS: a subset of "loss kernels step stepamp tests camvid", default all)
 set -u -o pipefail
 out=${1:?usage: gpu_all.sh OUTDIR}
 mkdir -p "$out"
@@ -18,13 +20,34 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
   python3 -c "import torch, timm, lightning, torchmetrics, segmentation_models_pytorch as smp, albumentations as A
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__version__, 'lightning',
       lightning.__version__, 'torchmetrics', torchmetrics.__version__, 'smp', smp.__version__, 'albumentations',
-      A.__version__)"; } 2>&1 | tee "$out/env.txt"
+      A.__version__)"
+  python3 -c "import triton; print('triton', triton.__version__)"; } 2>&1 | tee "$out/env.txt"
 
-echo "== contrastive loss ($((SECONDS - t0)) s)"
-timeout 150 python3 -m benchmarks.contrastive_loss --profile ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss.txt"
-echo "== train step ($((SECONDS - t0)) s)"
-timeout 110 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"
-timeout 60 python3 -m benchmarks.train_step --amp bf16 ${STEP_AMP_ARGS:---families HRNetV2-W48 UPerNet-Swin-T} ${STEP_ARGS:-} 2>&1 | tee -a "$out/train_step.txt"
+parts=${PARTS:-loss kernels step stepamp tests camvid}
+has() { [[ " $parts " == *" $1 "* ]]; }
+if has loss; then
+  echo "== contrastive loss ($((SECONDS - t0)) s)"
+  timeout 150 python3 -m benchmarks.contrastive_loss --profile ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss.txt"
+fi
+if has kernels; then
+  echo "== InfoNCE kernels ($((SECONDS - t0)) s)"
+  timeout 90 python3 -m benchmarks.infonce_kernels ${KERNEL_ARGS:-} 2>&1 | tee "$out/infonce_kernels.txt"
+fi
+if has step; then
+  echo "== train step ($((SECONDS - t0)) s)"
+  timeout 110 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"
+fi
+if has stepamp; then
+  timeout 60 python3 -m benchmarks.train_step --amp bf16 ${STEP_AMP_ARGS:---families HRNetV2-W48 UPerNet-Swin-T} ${STEP_ARGS:-} 2>&1 | tee -a "$out/train_step.txt"
+fi
+if ! has camvid; then
+  if has tests; then
+    echo "== CUDA tests ($((SECONDS - t0)) s)"
+    timeout ${TESTS_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py ${PYTEST_ARGS:-} 2>&1 | tee "$out/test_cuda.txt" | tail -30
+  fi
+  echo "== done in $((SECONDS - t0)) s"
+  exit 0
+fi
 
 echo "== CUDA tests in the background, CamVid comparison ($((SECONDS - t0)) s)"
 timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$out/test_cuda.txt" 2>&1 &

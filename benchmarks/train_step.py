@@ -46,7 +46,7 @@ def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str,
 
     def step():
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss, _ = module.compute_loss(module(images), labels)
+            loss, _ = module.training_loss(images, labels)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

@@ -156,11 +156,27 @@ class ContrastSegModule(LightningModule):
             logs.update({k: v.detach() for k, v in result.logs.items()})
         return total, logs
 
+    def training_loss(self, image: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Forward pass and :meth:`compute_loss` of a training batch.
+
+        The terms' label-only work (:meth:`LossTerm.prepare`, e.g. drawing the contrastive anchors) runs before
+        the forward pass, where its host synchronisation does not stall the device.
+
+        Args:
+            image: ``(B, 3, H, W)`` images.
+            mask: ``(B, H, W)`` labels.
+
+        Returns:
+            The weighted objective and the logged terms, as :meth:`compute_loss`.
+        """
+        for term in self.losses:
+            term.prepare(mask)
+        return self.compute_loss(self(image), mask)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         if self.nonfinite != "ignore":
             self._backup_buffers()
-        output = self(batch["image"])
-        loss, logs = self.compute_loss(output, batch["mask"])
+        loss, logs = self.training_loss(batch["image"], batch["mask"])
         bs = batch["image"].shape[0]
         if self.nonfinite != "ignore" and not self._finite(loss, logs, batch, batch_idx):
             return None  # Lightning skips backward and the optimiser step

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from contrastseg.losses import sample_balanced_anchors, supervised_infonce
+from contrastseg.losses import MultiScaleContrastiveLoss, sample_balanced_anchors, supervised_infonce
 
 from .losses.reference import infonce_loops
 from .losses.test_contrastive_term import _bound, _features, _labels
@@ -26,22 +26,65 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 @pytest.mark.parametrize("cross", [False, True])
-def test_infonce_on_cuda_matches_equation(cross: bool) -> None:
+@pytest.mark.parametrize("dim", [32, 256])
+def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int) -> None:
     g = torch.Generator().manual_seed(0)
-    anchors = torch.randn(300, 32, generator=g)
+    anchors = torch.randn(300, dim, generator=g)
     labels = torch.randint(0, 7, (300,), generator=g)
-    contrast = torch.randn(120, 32, generator=g) if cross else None
+    contrast = torch.randn(120, dim, generator=g) if cross else None
     contrast_labels = torch.randint(0, 7, (120,), generator=g) if cross else None
     inputs = [anchors] + ([contrast] if cross else [])
     cuda_inputs = [x.cuda().requires_grad_() for x in inputs]
     loss = supervised_infonce(cuda_inputs[0], labels.cuda(), cuda_inputs[1] if cross else None,
-                              contrast_labels.cuda() if cross else None)
+                              contrast_labels.cuda() if cross else None, backend=backend)
     ref_inputs = [x.double().requires_grad_() for x in inputs]
     ref = infonce_loops(ref_inputs[0], labels, ref_inputs[1] if cross else None, contrast_labels)
     torch.testing.assert_close(loss.double().cpu(), ref, rtol=1e-4, atol=1e-5)
     for got, want in zip(torch.autograd.grad(loss, cuda_inputs), torch.autograd.grad(ref, ref_inputs)):
         torch.testing.assert_close(got.double().cpu(), want, rtol=1e-3, atol=1e-6)
+
+
+def test_triton_and_torch_backends_agree_on_a_realistic_loss() -> None:
+    """The whole Eq. 3 + 4 loss on Cityscapes-like labels (quarter size): same anchors, both backends."""
+    from benchmarks.contrastive_loss import _inputs
+
+    emb, labels = _inputs(("Cityscapes-like", 8, 512, 1024, 19), 0.5, "cuda")
+    results = []
+    for backend in ("torch", "triton"):
+        inputs = [e.detach().clone().requires_grad_() for e in emb]
+        out = MultiScaleContrastiveLoss(backend=backend)(
+            inputs, labels, generator=torch.Generator(device="cuda").manual_seed(0))
+        results.append((torch.stack(out.per_scale + out.cross_scale), torch.autograd.grad(out.total, inputs)))
+    (ref, ref_grads), (got, grads) = results
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-7)
+
+
+def test_contrastive_term_after_prepare_never_synchronises() -> None:
+    """Anchors drawn before the forward pass: the term's forward and backward leave the device queue alone."""
+    from .losses.test_contrastive_term import _module
+
+    module = _module().cuda().train()
+    image, labels = torch.randn(2, 3, 128, 192, device="cuda"), _labels(h=128, w=192).cuda()
+    term = module.losses[1]
+    for _ in range(2):  # warm-up (first launches compile the kernels)
+        term.prepare(labels)
+        term(module(image), labels).loss.backward()
+    term.prepare(labels)
+    output = module(image)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            term(output, labels).loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(c.message) for c in caught if "synchroniz" in str(c.message).lower()]
+    assert syncs == []
 
 
 def test_sampler_on_cuda_matches_specification_with_one_host_sync() -> None:

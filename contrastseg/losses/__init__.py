@@ -12,7 +12,9 @@ from contrastseg.losses.contrastive import MultiScaleContrast, Projector
 from contrastseg.losses.cross_entropy import CrossEntropy
 from contrastseg.losses.infonce import l2_normalize, supervised_infonce
 from contrastseg.losses.lovasz import LovaszSoftmax
-from contrastseg.losses.multiscale import ContrastiveLossOutput, MultiScaleContrastiveLoss, downsample_labels
+from contrastseg.losses.multiscale import (
+    ContrastiveLossOutput, MultiScaleContrastiveLoss, PresampledAnchors, downsample_labels,
+)
 from contrastseg.losses.ohem import OhemCrossEntropy, ohem_cross_entropy
 from contrastseg.losses.sampling import (
     gather_pixels, sample_anchor_indices, sample_anchor_indices_multiscale, sample_balanced_anchors,
@@ -20,7 +22,7 @@ from contrastseg.losses.sampling import (
 
 __all__ = [
     "ContrastiveLossOutput", "CrossEntropy", "LossContext", "LossTerm", "LovaszSoftmax", "MultiScaleContrast",
-    "MultiScaleContrastiveLoss", "OhemCrossEntropy", "Projector", "TermOutput", "downsample_labels",
+    "MultiScaleContrastiveLoss", "OhemCrossEntropy", "PresampledAnchors", "Projector", "TermOutput", "downsample_labels",
     "gather_pixels", "l2_normalize", "ohem_cross_entropy", "sample_anchor_indices",
     "sample_anchor_indices_multiscale", "sample_balanced_anchors", "supervised_infonce",
 ]

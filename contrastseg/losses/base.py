@@ -76,6 +76,14 @@ class LossTerm(nn.Module):
             datamodule: the trainer's data module, or ``None`` when the module is used without one.
         """
 
+    def prepare(self, target: Tensor) -> None:
+        """Work that needs only the labels ``(B, H, W)``, run before the model's forward pass in training.
+
+        The module calls it with the batch's labels and then calls :meth:`forward` with the same tensor. Override
+        for label-only work that synchronises with the host (such as sizing the anchor set), so it waits for a short
+        device queue instead of for the whole forward pass.
+        """
+
     def main_and_aux(self, loss_fn: Callable[[Tensor, Tensor], Tensor], output: SegOutput, target: Tensor,
                      aux_weight: float) -> Tensor | TermOutput:
         """``loss_fn`` on the logits, plus ``aux_weight`` times it on auxiliary logits when the model has them.

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from contrastseg.errors import ConfigError
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
-from contrastseg.losses.multiscale import MultiScaleContrastiveLoss
+from contrastseg.losses.multiscale import MultiScaleContrastiveLoss, PresampledAnchors
 from contrastseg.models.segmentation import SegOutput
 
 __all__ = ["MultiScaleContrast", "Projector"]
@@ -62,6 +62,7 @@ class MultiScaleContrast(LossTerm):
             anchor count and the memory it would need.
         warmup_steps: linear warm-up of both lambdas from 0 over this many training batches (0: none).
         gather_distributed: sample anchors from the global batch under DDP (off: per GPU, as the paper).
+        backend: InfoNCE implementation, ``"auto"`` (fused Triton kernels on CUDA), ``"triton"`` or ``"torch"``.
         weight: multiplier of the whole term in the objective (keep 1; the lambdas are the paper's weights).
         name: log prefix.
     """
@@ -88,6 +89,7 @@ class MultiScaleContrast(LossTerm):
         all_max_anchors: int = 40000,
         warmup_steps: int = 0,
         gather_distributed: bool = False,
+        backend: str = "auto",
         weight: float = 1.0,
         name: str = "contrast",
     ) -> None:
@@ -100,9 +102,11 @@ class MultiScaleContrast(LossTerm):
         self.sampling = dict(min_views_per_class=min_views_per_class, max_views_per_class=max_views_per_class,
                              max_anchors=max_anchors, sampling=sampling, all_max_anchors=all_max_anchors)
         self.warmup_steps, self.gather_distributed = int(warmup_steps), gather_distributed
+        self.backend = backend
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
         self.projectors = nn.ModuleList()
         self.loss: MultiScaleContrastiveLoss | None = None
+        self._presampled: PresampledAnchors | None = None
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
@@ -126,7 +130,8 @@ class MultiScaleContrast(LossTerm):
             self.loss = MultiScaleContrastiveLoss(
                 scale_weights=weights, cross_scale_pairs=pairs, cross_scale_weights=pair_weights,
                 temperature=self.temperature, cross_scale_temperature=self.cross_scale_temperature,
-                ignore_index=context.ignore_index, gather_distributed=self.gather_distributed, **self.sampling)
+                ignore_index=context.ignore_index, gather_distributed=self.gather_distributed, backend=self.backend,
+                **self.sampling)
         except ValueError as err:
             raise ConfigError(f"{self.name}: {err}") from err
         self.stages, self.strides = stages, strides
@@ -140,11 +145,17 @@ class MultiScaleContrast(LossTerm):
         """Projected (not normalised) embeddings ``(B, d, h_s, w_s)`` of the used stages."""
         return [proj(features[s]) for proj, s in zip(self.projectors, self.stages)]
 
+    def prepare(self, target: Tensor) -> None:
+        """Draw this batch's anchors from the labels ``(B, H, W)`` before the forward pass (one host sync)."""
+        if self.loss is not None and self.training:
+            self._presampled = self.loss.presample(target, strides=self.strides)
+
     def forward(self, output: SegOutput, target: Tensor) -> TermOutput:
         """Both contrastive terms on ``output.features`` against labels ``(B, H, W)``."""
         if self.loss is None:
             raise RuntimeError(f"{type(self).__name__}.bind() must run before forward (ContrastSegModule does it)")
-        out = self.loss(self.embed(output.features), target, strides=self.strides)
+        presampled, self._presampled = self._presampled, None  # used once, and only for the same labels
+        out = self.loss(self.embed(output.features), target, strides=self.strides, presampled=presampled)
         ms = sum(w * l for w, l in zip(self.loss.scale_weights, out.per_scale))
         cs = sum((w * l for w, l in zip(self.loss.cross_scale_weights, out.cross_scale)), torch.zeros_like(ms))
         factor = self._warmup_factor()

@@ -12,7 +12,9 @@ temperature, and exactly 0 when ``N(i)`` is empty. The gradient with respect to 
     g_ij = sigmoid(lse_i - s_ij) / (|A| |P(i)|),
 
 so a custom autograd function processes row blocks forward and recomputes them backward, the way
-memory-efficient attention does: memory is ``O(block x M)`` instead of ``O(N x M)`` kept for autograd.
+memory-efficient attention does: memory is ``O(block x M)`` instead of ``O(N x M)`` kept for autograd. On CUDA the
+same formulas run as fused Triton kernels (:mod:`contrastseg.losses.infonce_triton`): three launches per term and
+no similarity matrix in memory at all.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["l2_normalize", "supervised_infonce"]
+from contrastseg.losses import infonce_triton
+
+__all__ = ["l2_normalize", "resolve_backend", "supervised_infonce"]
 
 _BLOCK_ELEMENTS = 1 << 23  # similarity entries per row block (32 MiB of float32 per temporary)
 # Every line below is a kernel launch on a GPU, and at the paper's anchor counts (a few thousand) launches, not
@@ -129,6 +133,7 @@ def supervised_infonce(
     temperature: float = 0.1,
     block_elements: int = _BLOCK_ELEMENTS,
     normalized: bool = False,
+    backend: str = "auto",
 ) -> Tensor:
     """Supervised InfoNCE (paper Eq. 1-2) of anchors against a contrast set.
 
@@ -142,6 +147,8 @@ def supervised_infonce(
         block_elements: similarity entries computed at once; bounds the transient memory.
         normalized: the inputs are already float32 unit rows (:func:`l2_normalize`), as when one anchor set
             serves several terms; skips normalising them again.
+        backend: ``"triton"`` (fused kernels, CUDA), ``"torch"`` (blockwise PyTorch, any device) or ``"auto"``
+            (Triton where available).
 
     Returns:
         Scalar loss, mean over anchors. An exact, graph-connected 0 when there are no anchors, no contrast
@@ -150,6 +157,7 @@ def supervised_infonce(
     """
     if (contrast is None) != (contrast_labels is None):
         raise ValueError("give contrast and contrast_labels together")
+    use_triton = resolve_backend(backend, anchors.device) == "triton"
     exclude_self = contrast is None
     with torch.autocast(anchors.device.type, enabled=False):
         if anchors.shape[0] == 0 or (contrast is not None and contrast.shape[0] == 0):
@@ -158,5 +166,26 @@ def supervised_infonce(
         z_rows = anchors if normalized else l2_normalize(anchors)
         z_cols = z_rows if contrast is None else (contrast if normalized else l2_normalize(contrast))
         y_cols = labels if contrast_labels is None else contrast_labels
+        if use_triton:
+            return infonce_triton.triton_infonce(z_rows, labels, z_cols, y_cols, temperature=temperature,
+                                                 exclude_self=exclude_self)
         block = max(1, min(z_rows.shape[0], block_elements // max(1, z_cols.shape[0])))
         return _BlockwiseInfoNCE.apply(z_rows, labels, z_cols, y_cols, 1.0 / temperature, exclude_self, block)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """``"triton"`` or ``"torch"`` for ``backend`` on ``device``; a clear error for an impossible request.
+
+    Args:
+        backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+        device: where the embeddings are.
+    """
+    if backend not in ("auto", "triton", "torch"):
+        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+    if backend == "auto":
+        return "triton" if infonce_triton.available(device) else "torch"
+    if backend == "triton" and not infonce_triton.available(device):
+        raise RuntimeError(f"backend='triton' needs CUDA and the triton package (embeddings are on {device}, "
+                           f"triton {'installed' if infonce_triton.triton is not None else 'not installed'}); "
+                           "use backend='torch'")
+    return backend

@@ -15,7 +15,7 @@ from contrastseg.losses.distributed import gather_anchor_sets
 from contrastseg.losses.infonce import l2_normalize, supervised_infonce
 from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
-__all__ = ["ContrastiveLossOutput", "MultiScaleContrastiveLoss", "downsample_labels"]
+__all__ = ["ContrastiveLossOutput", "MultiScaleContrastiveLoss", "PresampledAnchors", "downsample_labels"]
 
 
 class ContrastiveLossOutput(NamedTuple):
@@ -50,6 +50,20 @@ def downsample_labels(labels: Tensor, size: Sequence[int], stride: int | None = 
     return F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(labels.dtype)
 
 
+class PresampledAnchors(NamedTuple):
+    """Anchors drawn by :meth:`MultiScaleContrastiveLoss.presample` before the forward pass.
+
+    Attributes:
+        labels: the ``(B, H, W)`` labels they were drawn from.
+        sizes: ``(h, w)`` of the label map of every used scale.
+        drawn: per used scale, flat pixel ``index`` and ``anchor_labels``.
+    """
+
+    labels: Tensor
+    sizes: dict[int, tuple[int, ...]]
+    drawn: dict[int, tuple[Tensor, Tensor]]
+
+
 class MultiScaleContrastiveLoss(nn.Module):
     """Eq. 3 + Eq. 4: per-scale supervised InfoNCE on balanced anchors, plus cross-scale pairs.
 
@@ -72,6 +86,8 @@ class MultiScaleContrastiveLoss(nn.Module):
             :class:`~contrastseg.errors.AnchorLimitError` with the count and the memory it would need instead of
             exhausting the device.
         all_max_anchors: hard cap on the anchors of one scale with ``sampling="all"`` (40000).
+        backend: InfoNCE implementation: ``"auto"`` (fused Triton kernels on CUDA, blockwise PyTorch elsewhere),
+            ``"triton"`` or ``"torch"``. Both compute the same values and gradients.
 
     Example:
         >>> loss = MultiScaleContrastiveLoss()
@@ -94,8 +110,12 @@ class MultiScaleContrastiveLoss(nn.Module):
         gather_distributed: bool = False,
         sampling: str = "balanced",
         all_max_anchors: int = 40000,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        if backend not in ("auto", "triton", "torch"):
+            raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+        self.backend = backend
         if sampling not in ("balanced", "all"):
             raise ValueError(f"sampling must be 'balanced' or 'all', got {sampling!r}")
         if sampling == "all" and gather_distributed:
@@ -120,9 +140,42 @@ class MultiScaleContrastiveLoss(nn.Module):
                          "max_views_per_class": max_views_per_class, "max_anchors": max_anchors}
         self.gather_distributed = gather_distributed
 
+    @property
+    def used_scales(self) -> list[int]:
+        """Scales some term reads (weight not 0, or in a cross-scale pair), ascending."""
+        return sorted({s for s, w in enumerate(self.scale_weights) if w != 0}
+                      | {s for p in self.cross_scale_pairs for s in p})
+
+    def presample(self, labels: Tensor, *, strides: Sequence[int],
+                  generator: torch.Generator | None = None) -> PresampledAnchors | None:
+        """Draw the balanced anchors from the labels alone, before the model's forward pass.
+
+        Sampling needs one host synchronisation (the anchor count sizes the output). Called before the forward
+        pass, it waits only for the labels; inside the loss, after the forward was queued, it would wait for the
+        whole forward and leave the device idle while the loss's kernels are launched. Pass the result to
+        :meth:`forward`; it is used when the feature maps have the sizes ``labels[:, ::s, ::s]`` assumed here
+        (otherwise the loss samples again).
+
+        Args:
+            labels: ``(B, H, W)`` labels at input resolution.
+            strides: stride of each scale's feature map.
+            generator: random source of the sampling.
+
+        Returns:
+            The drawn anchors, or ``None`` where they cannot be drawn ahead (``sampling="all"`` or
+            ``gather_distributed``, which sample inside the loss).
+        """
+        if self.sampling_mode != "balanced" or self.gather_distributed:
+            return None
+        scales = self.used_scales
+        labels_at = [labels[:, ::strides[s], ::strides[s]] for s in scales]  # (B, H, W) -> (B, ceil(H/s), ceil(W/s))
+        drawn = sample_anchor_indices_multiscale(labels_at, generator=generator, **self.sampling)
+        return PresampledAnchors(labels=labels, sizes={s: tuple(lab.shape[-2:]) for s, lab in zip(scales, labels_at)},
+                                 drawn=dict(zip(scales, drawn)))
+
     def forward(
         self, embeddings: Sequence[Tensor], labels: Tensor, *, strides: Sequence[int] | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | None = None, presampled: PresampledAnchors | None = None,
     ) -> ContrastiveLossOutput:
         """Compute the loss.
 
@@ -131,11 +184,16 @@ class MultiScaleContrastiveLoss(nn.Module):
             labels: ``(B, H, W)`` labels at input resolution.
             strides: stride of each map (``None``: inferred from the sizes).
             generator: random source of the anchor sampling (on the labels' device).
+            presampled: anchors drawn from these ``labels`` by :meth:`presample` (ignored when they were drawn
+                from other labels or at other sizes).
         """
         if len(embeddings) != len(self.scale_weights):
             raise ValueError(f"got {len(embeddings)} embedding maps but {len(self.scale_weights)} scale_weights")
-        used = {s for s, w in enumerate(self.scale_weights) if w != 0} | {s for p in self.cross_scale_pairs for s in p}
-        scales = sorted(used)
+        scales = self.used_scales
+        used = set(scales)
+        if presampled is not None and (presampled.labels is not labels or any(
+                presampled.sizes.get(s) != tuple(embeddings[s].shape[-2:]) for s in scales)):
+            presampled = None
         labels_at = {s: downsample_labels(labels, embeddings[s].shape[-2:], None if strides is None else strides[s])
                      for s in scales}
         anchors: dict[int, tuple[Tensor, Tensor]] = {}
@@ -147,8 +205,9 @@ class MultiScaleContrastiveLoss(nn.Module):
             for s in scales:
                 anchors[s] = gather_anchor_sets(embeddings[s], labels_at[s], generator=generator, **self.sampling)
         else:  # every scale in one call: one host sync and two sorts for all of them
-            drawn = sample_anchor_indices_multiscale([labels_at[s] for s in scales], generator=generator,
-                                                     **self.sampling)
+            drawn = ([presampled.drawn[s] for s in scales] if presampled is not None else
+                     sample_anchor_indices_multiscale([labels_at[s] for s in scales], generator=generator,
+                                                      **self.sampling))
             for s, (index, anchor_labels) in zip(scales, drawn):
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), anchor_labels)
         # An exact 0 that keeps the scales no term uses in the graph (zero gradients, so DDP sees every parameter
@@ -161,12 +220,14 @@ class MultiScaleContrastiveLoss(nn.Module):
         with torch.autocast(labels.device.type, enabled=False):  # each scale's set normalised once, in float32
             anchors = {s: (l2_normalize(z), y) for s, (z, y) in anchors.items()}
         per_scale = [
-            supervised_infonce(*anchors[s], temperature=self.temperature, normalized=True)
+            supervised_infonce(*anchors[s], temperature=self.temperature, normalized=True,
+                               backend=self.backend)
             if s in anchors and w != 0 else zero
             for s, w in enumerate(self.scale_weights)
         ]
         cross_scale = [
-            supervised_infonce(*anchors[a], *anchors[b], temperature=self.cross_scale_temperature, normalized=True)
+            supervised_infonce(*anchors[a], *anchors[b], temperature=self.cross_scale_temperature, normalized=True,
+                               backend=self.backend)
             for a, b in self.cross_scale_pairs
         ]
         total = zero + sum(w * l for w, l in zip(self.scale_weights, per_scale))

@@ -56,7 +56,7 @@ class _Step(torch.nn.Module):
         self.module = module
 
     def forward(self, image, mask):
-        return self.module.compute_loss(self.module(image), mask)[0]
+        return self.module.training_loss(image, mask)[0]
 
 
 def train_steps(rank: int, world: int, port: int, out_dir: str, gather: bool) -> None:

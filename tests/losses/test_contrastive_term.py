@@ -104,3 +104,21 @@ def test_bf16_autocast_matches_float32() -> None:
         out16 = term.loss(emb, labels, generator=torch.Generator().manual_seed(0))
     assert out16.total.dtype == torch.float32
     torch.testing.assert_close(out16.total, out32.total, rtol=3e-2, atol=3e-2)
+
+
+def test_training_draws_anchors_from_the_labels_before_the_forward_pass(monkeypatch) -> None:
+    from contrastseg.losses import multiscale
+
+    module = _module().train()
+    events = []
+    real = multiscale.sample_anchor_indices_multiscale
+    monkeypatch.setattr(multiscale, "sample_anchor_indices_multiscale",
+                        lambda *a, **k: events.append("sample") or real(*a, **k))
+    module.net.register_forward_hook(lambda *_: events.append("forward"))
+    batch = {"image": torch.randn(2, 3, 128, 192), "mask": _labels(h=128, w=192)}
+    loss = module.training_step(batch, 0)
+    assert events == ["sample", "forward"]  # one draw, before the forward, and the loss used it
+    assert torch.isfinite(loss) and module.losses[1]._presampled is None
+    events.clear()
+    module.losses[1](module(batch["image"]), batch["mask"])  # called without prepare(): samples inside
+    assert events == ["forward", "sample"]

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from contrastseg.losses import MultiScaleContrastiveLoss, downsample_labels, supervised_infonce
+from contrastseg.losses import multiscale
 from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
 STRIDES = (4, 8, 16, 32)
@@ -149,3 +150,28 @@ def test_sampling_all_uses_every_labelled_pixel_and_has_a_hard_cap() -> None:
         capped([emb], labels)
     with pytest.raises(ValueError, match="gather_distributed"):
         MultiScaleContrastiveLoss(sampling="all", gather_distributed=True)
+
+
+def test_presampled_anchors_give_the_loss_of_sampling_inside() -> None:
+    emb, labels = _embeddings(), _labels()
+    loss = MultiScaleContrastiveLoss()
+    inside = loss(emb, labels, strides=(4, 8, 16, 32), generator=torch.Generator().manual_seed(3))
+    ahead = loss.presample(labels, strides=(4, 8, 16, 32), generator=torch.Generator().manual_seed(3))
+    assert set(ahead.drawn) == {0, 1, 2, 3} and ahead.sizes[0] == (32, 48)
+    out = loss(emb, labels, presampled=ahead)
+    assert torch.equal(torch.stack(out.per_scale + out.cross_scale), torch.stack(inside.per_scale + inside.cross_scale))
+
+
+def test_presampled_anchors_are_ignored_for_other_labels_or_sizes(monkeypatch) -> None:
+    emb, labels = _embeddings(), _labels()
+    loss = MultiScaleContrastiveLoss()
+    ahead = loss.presample(labels, strides=(4, 8, 16, 32))
+    calls = []
+    real = multiscale.sample_anchor_indices_multiscale
+    monkeypatch.setattr(multiscale, "sample_anchor_indices_multiscale", lambda *a, **k: calls.append(1) or real(*a, **k))
+    loss(emb, labels, presampled=ahead)
+    assert calls == []  # the anchors drawn ahead were used
+    loss(emb, labels.clone(), presampled=ahead)  # other labels (another batch): drawn again
+    loss([e[..., :-1, :] for e in emb], labels, presampled=ahead)  # maps of other sizes: drawn again
+    assert calls == [1, 1]
+    assert MultiScaleContrastiveLoss(sampling="all").presample(labels, strides=(4, 8, 16, 32)) is None

@@ -1,0 +1,83 @@
+"""Eq. 1-2 alone at the anchor counts of the loss benchmark: the fused Triton kernels against the PyTorch path.
+
+    python -m benchmarks.infonce_kernels                      # CUDA: both backends, the default tiles
+    python -m benchmarks.infonce_kernels --tiles 64,32,8 32,32,4 128,32,8   # also try other tiles (BM,BN,warps)
+
+The sizes are the anchor sets the balanced sampler draws in the loss benchmark (``N`` rows against ``M``
+columns, 256-d): Cityscapes-like 792/1690/678/370 per scale and 792 x 370, 792 x 678 across scales; ADE20K-like
+6575/6350/3260/815 and 6575 x 815, 6575 x 3260. Each row is one term's forward + backward (median), so the table
+shows where the loss's time goes and which tile shape suits the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks._harness import timed
+from contrastseg.losses import infonce_triton
+from contrastseg.losses.infonce import l2_normalize, supervised_infonce
+
+TERMS = {
+    "Cityscapes-like": [(792, None), (1690, None), (678, None), (370, None), (792, 370), (792, 678)],
+    "ADE20K-like": [(6575, None), (6350, None), (3260, None), (815, None), (6575, 815), (6575, 3260)],
+}
+
+
+def _term(n: int, m: int | None, classes: int, device: str, backend: str):
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(n, 256, generator=g).to(device).requires_grad_()
+    y = torch.randint(0, classes, (n,), generator=g).to(device)
+    extra = ()
+    if m is not None:
+        zc = torch.randn(m, 256, generator=g).to(device).requires_grad_()
+        extra = (zc, torch.randint(0, classes, (m,), generator=g).to(device))
+    inputs = [z] + ([extra[0]] if extra else [])
+
+    def step():
+        rows = l2_normalize(z)
+        cols = (l2_normalize(extra[0]), extra[1]) if extra else ()
+        supervised_infonce(rows, y, *cols, normalized=True, backend=backend).backward()
+
+    def clear():
+        for x in inputs:
+            x.grad = None
+
+    return step, clear
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--tiles", nargs="*", default=[], help="extra Triton tiles BLOCK_M,BLOCK_N,num_warps")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks.infonce_kernels needs a CUDA device (the Triton kernels' target)")
+    default = infonce_triton._blocks
+    variants = [("torch", None), ("triton", None)] + [("triton", t) for t in args.tiles]
+    print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; median of {args.repeats}; ms per term")
+    print("| case | N x M | " + " | ".join(b if t is None else f"triton {t}" for b, t in variants) + " |")
+    print("|---|---|" + "---:|" * len(variants))
+    totals = {}
+    for case, terms in TERMS.items():
+        classes = 19 if case.startswith("City") else 150
+        for n, m in terms:
+            cells = []
+            for backend, tiles in variants:
+                if tiles is not None:
+                    bm, bn, warps = (int(v) for v in tiles.split(","))
+                    infonce_triton._blocks = lambda d, bm=bm, bn=bn, w=warps: default(d) | {
+                        "BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w}
+                step, clear = _term(n, m, classes, "cuda", backend)
+                ms = timed(step, "cuda", args.repeats, warmup=2, before=clear)[0] * 1000
+                infonce_triton._blocks = default
+                totals[(case, backend, tiles)] = totals.get((case, backend, tiles), 0.0) + ms
+                cells.append(f"{ms:.2f}")
+            print(f"| {case} | {n} x {m or n} | " + " | ".join(cells) + " |", flush=True)
+        print(f"| {case} | sum of the 6 terms | "
+              + " | ".join(f"{totals[(case, b, t)]:.2f}" for b, t in variants) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
