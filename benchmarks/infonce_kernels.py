@@ -1,7 +1,7 @@
 """Eq. 1-2 alone at the anchor counts of the loss benchmark: the fused Triton kernels against the PyTorch path.
 
     python -m benchmarks.infonce_kernels                      # CUDA: both backends, the default tiles
-    python -m benchmarks.infonce_kernels --tiles 64,32,8 32,32,4 128,32,8   # also try other tiles (BM,BN,warps)
+    python -m benchmarks.infonce_kernels --tiles 32,32,4,2 64,64,8,1   # also try tiles BM,BN,warps,stages first
 
 The sizes are the anchor sets the balanced sampler draws in the loss benchmark (``N`` rows against ``M``
 columns, 256-d): Cityscapes-like 792/1690/678/370 per scale and 792 x 370, 792 x 678 across scales; ADE20K-like
@@ -50,11 +50,11 @@ def _term(n: int, m: int | None, classes: int, device: str, backend: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--tiles", nargs="*", default=[], help="extra Triton tiles BLOCK_M,BLOCK_N,num_warps")
+    parser.add_argument("--tiles", nargs="*", default=[], help="extra Triton tiles BLOCK_M,BLOCK_N,num_warps,num_stages")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.infonce_kernels needs a CUDA device (the Triton kernels' target)")
-    default = infonce_triton._blocks
+    default = infonce_triton._configs
     variants = [("torch", None), ("triton", None)] + [("triton", t) for t in args.tiles]
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; median of {args.repeats}; ms per term")
     print("| case | N x M | " + " | ".join(b if t is None else f"triton {t}" for b, t in variants) + " |")
@@ -65,13 +65,18 @@ def main() -> None:
         for n, m in terms:
             cells = []
             for backend, tiles in variants:
-                if tiles is not None:
-                    bm, bn, warps = (int(v) for v in tiles.split(","))
-                    infonce_triton._blocks = lambda d, bm=bm, bn=bn, w=warps: default(d) | {
-                        "BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w}
+                infonce_triton._CHOSEN.clear()
+                if tiles is not None:  # this tile shape first, the defaults as fallbacks if it does not fit
+                    bm, bn, warps, stages = (int(v) for v in tiles.split(","))
+                    infonce_triton._configs = lambda d, bm=bm, bn=bn, w=warps, st=stages: [default(d)[0] | {
+                        "BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}, *default(d)]
                 step, clear = _term(n, m, classes, "cuda", backend)
                 ms = timed(step, "cuda", args.repeats, warmup=2, before=clear)[0] * 1000
-                infonce_triton._blocks = default
+                infonce_triton._configs = default
+                used = {k[0]: tuple(v[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
+                        for k, v in infonce_triton._CHOSEN.items()}
+                if backend == "triton" and n == terms[0][0] and m is None:
+                    print(f"<!-- {tiles or 'default'}: tiles used {used} -->", flush=True)
                 totals[(case, backend, tiles)] = totals.get((case, backend, tiles), 0.0) + ms
                 cells.append(f"{ms:.2f}")
             print(f"| {case} | {n} x {m or n} | " + " | ".join(cells) + " |", flush=True)

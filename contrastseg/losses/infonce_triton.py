@@ -30,6 +30,7 @@ from torch import Tensor
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; without it the PyTorch path is used.
     import triton
     import triton.language as tl
+    from triton.runtime.errors import OutOfResources
 except ImportError:  # pragma: no cover - depends on the installation
     triton = None
 
@@ -158,14 +159,39 @@ if triton is not None:
         tl.store(DK + cols[:, None] * D + dims[None, :], out, mask=cmask)
 
 
-def _blocks(d: int) -> dict[str, int]:
-    """Tile sizes: the whole embedding in one tile (``d`` padded to a power of two, at least 16)."""
+def _configs(d: int) -> list[dict[str, int]]:
+    """Tile shapes to try, fastest first: the whole embedding in one tile (``d`` padded to a power of two)."""
     block_d = max(16, triton.next_power_of_2(d))
-    wide = block_d > 128  # 256-d embeddings: narrower column tiles keep q, k and the accumulator in budget
-    cfg = {"BLOCK_M": 64, "BLOCK_N": 32 if wide else 64, "BLOCK_D": block_d}
+    wide = block_d > 128  # 256-d embeddings: narrower tiles keep q, k and the accumulator within shared memory
     if _INTERPRET:
-        return cfg
-    return cfg | {"num_warps": 8 if wide else 4, "num_stages": 2}
+        return [{"BLOCK_M": 64, "BLOCK_N": 32 if wide else 64, "BLOCK_D": block_d}]
+    tiles = ([(64, 32, 8, 2), (32, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)] if wide else
+             [(64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)])
+    return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "num_warps": w, "num_stages": st}
+            for bm, bn, w, st in tiles]
+
+
+_CHOSEN: dict[tuple[str, int, bool], dict[str, int]] = {}  # the first tile shape that fits, per kernel and width
+
+
+def _launch(name: str, kernel: Any, extent: int, tile: str, d: int, *args: Any, exclude_self: bool) -> None:
+    """Launch ``kernel`` over ``extent`` rows (``tile="BLOCK_M"``) or columns (``"BLOCK_N"``).
+
+    The shared memory a tile shape needs depends on the compiler and the device (an H100 has 227 KiB per block,
+    an A100 163 KiB, consumer cards less), so shapes are tried fastest first and the first that loads is kept.
+    A shape that does not fit fails before the kernel runs, so retrying is safe.
+    """
+    key = (name, d, exclude_self)
+    candidates = [_CHOSEN[key]] if key in _CHOSEN else _configs(d)
+    for i, cfg in enumerate(candidates):
+        try:
+            kernel[(triton.cdiv(extent, cfg[tile]),)](*args, EXCLUDE_SELF=exclude_self, PRECISION=PRECISION, **cfg)
+        except OutOfResources:
+            if i == len(candidates) - 1:
+                raise
+            continue
+        _CHOSEN[key] = cfg
+        return
 
 
 class _TritonInfoNCE(torch.autograd.Function):
@@ -175,10 +201,8 @@ class _TritonInfoNCE(torch.autograd.Function):
         n, d = z_rows.shape
         m = z_cols.shape[0]
         stats = torch.empty(4, n, dtype=torch.float32, device=z_rows.device)  # loss_i, lse_i, 1/|P(i)|, S_i
-        blocks = _blocks(d)
-        _forward_kernel[(triton.cdiv(n, blocks["BLOCK_M"]),)](
-            z_rows, z_cols, y_rows, y_cols, stats, n, m, d, inv_t, EXCLUDE_SELF=exclude_self, PRECISION=PRECISION,
-            **blocks)
+        _launch("forward", _forward_kernel, n, "BLOCK_M", d, z_rows, z_cols, y_rows, y_cols, stats, n, m, d, inv_t,
+                exclude_self=exclude_self)
         ctx.save_for_backward(z_rows, y_rows, z_cols, y_cols, stats)
         ctx.inv_t, ctx.exclude_self = inv_t, exclude_self
         return stats[0].mean()
@@ -189,13 +213,13 @@ class _TritonInfoNCE(torch.autograd.Function):
         n, d = z_rows.shape
         m = z_cols.shape[0]
         grad = grad_out.float().contiguous()  # a 0-d tensor read by the kernels: no host sync
-        blocks = _blocks(d)
         dq = torch.empty_like(z_rows)
         args = (z_rows, z_cols, y_rows, y_cols, stats, grad)
-        common = dict(EXCLUDE_SELF=ctx.exclude_self, PRECISION=PRECISION, **blocks)
-        _grad_rows_kernel[(triton.cdiv(n, blocks["BLOCK_M"]),)](*args, dq, n, m, d, ctx.inv_t, **common)
+        _launch("grad_rows", _grad_rows_kernel, n, "BLOCK_M", d, *args, dq, n, m, d, ctx.inv_t,
+                exclude_self=ctx.exclude_self)
         dk = dq if ctx.exclude_self else torch.empty_like(z_cols)  # in place: each column tile reads its own rows
-        _grad_cols_kernel[(triton.cdiv(m, blocks["BLOCK_N"]),)](*args, dq, dk, n, m, d, ctx.inv_t, **common)
+        _launch("grad_cols", _grad_cols_kernel, m, "BLOCK_N", d, *args, dq, dk, n, m, d, ctx.inv_t,
+                exclude_self=ctx.exclude_self)
         if ctx.exclude_self:  # one set (z_rows is z_cols): the whole gradient went to the first input
             return dk, None, None, None, None, None
         return dq, None, dk, None, None, None

@@ -38,3 +38,29 @@ def test_backend_choice_and_errors() -> None:
         supervised_infonce(torch.randn(4, 3), torch.tensor([0, 0, 1, 1]), backend="cuda")
     with pytest.raises(ValueError, match="backend must be"):
         MultiScaleContrastiveLoss(backend="fused")
+
+
+def test_tile_shapes_that_do_not_fit_fall_back_to_smaller_ones(monkeypatch) -> None:
+    pytest.importorskip("triton")
+    from triton.runtime.errors import OutOfResources
+
+    from contrastseg.losses import infonce_triton
+
+    launched = []
+
+    class FakeKernel:  # shared memory for BLOCK_M * BLOCK_D above a device's limit fails at load, before running
+        def __getitem__(self, grid):
+            def run(*args, **cfg):
+                if cfg["BLOCK_M"] * cfg["BLOCK_D"] > 32 * 256:
+                    raise OutOfResources(394496, 232448, "shared memory")
+                launched.append((grid, cfg["BLOCK_M"], cfg["num_stages"]))
+            return run
+
+    monkeypatch.setattr(infonce_triton, "_INTERPRET", False)
+    monkeypatch.setattr(infonce_triton, "_CHOSEN", {})
+    infonce_triton._launch("fake", FakeKernel(), 100, "BLOCK_M", 256, exclude_self=True)
+    assert launched == [((4,), 32, 2)]  # (64, 32) did not fit; (32, 32) with two stages did
+    infonce_triton._launch("fake", FakeKernel(), 100, "BLOCK_M", 256, exclude_self=True)
+    assert launched[-1] == ((4,), 32, 2) and len(launched) == 2  # remembered: no second failed try
+    with pytest.raises(OutOfResources):
+        infonce_triton._launch("fake", FakeKernel(), 100, "BLOCK_M", 4096, exclude_self=True)  # nothing fits
