@@ -62,7 +62,8 @@ class MultiScaleContrast(LossTerm):
             anchor count and the memory it would need.
         warmup_steps: linear warm-up of both lambdas from 0 over this many training batches (0: none).
         gather_distributed: sample anchors from the global batch under DDP (off: per GPU, as the paper).
-        backend: InfoNCE implementation, ``"auto"`` (fused Triton kernels on CUDA), ``"triton"`` or ``"torch"``.
+        backend: InfoNCE implementation, ``"auto"`` (fused Triton kernels on CUDA for the smaller terms),
+            ``"triton"`` or ``"torch"``.
         weight: multiplier of the whole term in the objective (keep 1; the lambdas are the paper's weights).
         name: log prefix.
     """

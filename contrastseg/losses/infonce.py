@@ -30,6 +30,11 @@ from contrastseg.losses import infonce_triton
 __all__ = ["l2_normalize", "resolve_backend", "supervised_infonce"]
 
 _BLOCK_ELEMENTS = 1 << 23  # similarity entries per row block (32 MiB of float32 per temporary)
+# backend="auto" runs a term on the Triton kernels up to this many similarities (N x M), the PyTorch path above.
+# Measured per term on an H100 (benchmarks/infonce_kernels.py, 256-d): Triton is faster up to 815 x 815 (0.66M,
+# 1.37 against 1.69 ms), PyTorch's cuBLAS products from 1690 x 1690 (2.9M, 2.13 against 2.64 ms) upwards; the
+# kernels run one program per 64 rows, which leaves most of the GPU idle on large sets.
+TRITON_MAX_SIMILARITIES = 1_500_000
 # Every line below is a kernel launch on a GPU, and at the paper's anchor counts (a few thousand) launches, not
 # arithmetic, bound the loss's time: the functions here are written for few launches (in-place updates, masks
 # applied by multiplication, the temperature folded into one operand, one block when it fits).
@@ -148,7 +153,7 @@ def supervised_infonce(
         normalized: the inputs are already float32 unit rows (:func:`l2_normalize`), as when one anchor set
             serves several terms; skips normalising them again.
         backend: ``"triton"`` (fused kernels, CUDA), ``"torch"`` (blockwise PyTorch, any device) or ``"auto"``
-            (Triton where available).
+            (Triton where available, for terms up to ``TRITON_MAX_SIMILARITIES`` similarities, where it is faster).
 
     Returns:
         Scalar loss, mean over anchors. An exact, graph-connected 0 when there are no anchors, no contrast
@@ -166,7 +171,7 @@ def supervised_infonce(
         z_rows = anchors if normalized else l2_normalize(anchors)
         z_cols = z_rows if contrast is None else (contrast if normalized else l2_normalize(contrast))
         y_cols = labels if contrast_labels is None else contrast_labels
-        if use_triton:
+        if use_triton and (backend == "triton" or z_rows.shape[0] * z_cols.shape[0] <= TRITON_MAX_SIMILARITIES):
             return infonce_triton.triton_infonce(z_rows, labels, z_cols, y_cols, temperature=temperature,
                                                  exclude_self=exclude_self)
         block = max(1, min(z_rows.shape[0], block_elements // max(1, z_cols.shape[0])))

@@ -86,7 +86,8 @@ class MultiScaleContrastiveLoss(nn.Module):
             :class:`~contrastseg.errors.AnchorLimitError` with the count and the memory it would need instead of
             exhausting the device.
         all_max_anchors: hard cap on the anchors of one scale with ``sampling="all"`` (40000).
-        backend: InfoNCE implementation: ``"auto"`` (fused Triton kernels on CUDA, blockwise PyTorch elsewhere),
+        backend: InfoNCE implementation: ``"auto"`` (on CUDA the fused Triton kernels for terms up to
+            ``infonce.TRITON_MAX_SIMILARITIES`` similarities, where they are faster; blockwise PyTorch otherwise),
             ``"triton"`` or ``"torch"``. Both compute the same values and gradients.
 
     Example:

@@ -64,3 +64,17 @@ def test_tile_shapes_that_do_not_fit_fall_back_to_smaller_ones(monkeypatch) -> N
     assert launched[-1] == ((4,), 32, 2) and len(launched) == 2  # remembered: no second failed try
     with pytest.raises(OutOfResources):
         infonce_triton._launch("fake", FakeKernel(), 100, "BLOCK_M", 4096, exclude_self=True)  # nothing fits
+
+
+def test_auto_runs_small_terms_on_triton_and_large_ones_on_torch(monkeypatch) -> None:
+    from contrastseg.losses import infonce, infonce_triton
+
+    calls = []
+    monkeypatch.setattr(infonce_triton, "available", lambda device: True)  # as on a CUDA machine
+    monkeypatch.setattr(infonce_triton, "triton_infonce", lambda *a, **k: calls.append(len(a[0])) or a[0].sum() * 0)
+    monkeypatch.setattr(infonce, "TRITON_MAX_SIMILARITIES", 100)
+    labels = torch.arange(20) % 3
+    supervised_infonce(torch.randn(10, 4), labels[:10])  # 100 similarities: Triton
+    supervised_infonce(torch.randn(20, 4), labels)  # 400: PyTorch
+    supervised_infonce(torch.randn(20, 4), labels, backend="triton")  # asked for: Triton at any size
+    assert calls == [10, 20]
