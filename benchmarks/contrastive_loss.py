@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._harness import in_fresh_process, timed
-from contrastseg.losses import MultiScaleContrastiveLoss, supervised_infonce
+from contrastseg.losses import MultiScaleContrastiveLoss, infonce_triton, supervised_infonce
 
 STRIDES = (4, 8, 16, 32)
 WEIGHTS = (1.0, 0.7, 0.4, 0.1)
@@ -185,15 +185,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--anchors", type=int, nargs="*", default=[4000, 10000])
     parser.add_argument("--profile", action="store_true", help="also profile our loss (Cityscapes-like case)")
+    parser.add_argument("--triton-split", action="store_true",
+                        help="run the Triton kernels with infonce_triton.SPLIT on (loops split across programs)")
     args = parser.parse_args()
     scale = args.scale or (1.0 if args.device == "cuda" else 0.25)
+    infonce_triton.SPLIT = args.triton_split  # CUDA measurements run in this process
     repeats = args.repeats or (20 if args.device == "cuda" else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = [("Cityscapes-like", 8, 512, 1024, 19), ("ADE20K-like", 16, 512, 512, 150)]
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'CPU'}, " \
         f"{torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; image scale {scale}; median of {repeats}")
+    print(f"device: {name}; torch {torch.__version__}; image scale {scale}; median of {repeats}"
+          + ("; Triton kernels split" if args.triton_split else ""))
     print("| case | shape | implementation | fwd+bwd ms | peak extra MB | without input grads MB |")
     print("|---|---|---|---:|---:|---:|")
     for case in cases:

@@ -7,7 +7,7 @@
 #      last epoch every run validated.
 #   (and benchmarks.infonce_kernels: the fused Triton terms against the PyTorch ones, per term)
 # Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CAMVID_ROOT, BUDGET_S=total seconds, *_ARGS to shrink,
-#        PARTS: a subset of "loss kernels step stepamp tests camvid", default all)
+#        PARTS: a subset of "loss losssplit kernels step stepamp tests camvid", default all)
 set -u -o pipefail
 out=${1:?usage: gpu_all.sh OUTDIR}
 mkdir -p "$out"
@@ -23,15 +23,19 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__ver
       A.__version__)"
   python3 -c "import triton; print('triton', triton.__version__)"; } 2>&1 | tee "$out/env.txt"
 
-parts=${PARTS:-loss kernels step stepamp tests camvid}
+parts=${PARTS:-loss losssplit kernels step stepamp tests camvid}
 has() { [[ " $parts " == *" $1 "* ]]; }
 if has loss; then
   echo "== contrastive loss ($((SECONDS - t0)) s)"
   timeout 150 python3 -m benchmarks.contrastive_loss --profile ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss.txt"
 fi
+if has losssplit; then
+  echo "== contrastive loss, Triton kernels split ($((SECONDS - t0)) s)"
+  timeout 150 python3 -m benchmarks.contrastive_loss --triton-split ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss_split.txt"
+fi
 if has kernels; then
   echo "== InfoNCE kernels ($((SECONDS - t0)) s)"
-  timeout 90 python3 -m benchmarks.infonce_kernels ${KERNEL_ARGS:-} 2>&1 | tee "$out/infonce_kernels.txt"
+  timeout 90 python3 -m benchmarks.infonce_kernels ${KERNEL_ARGS:---split} 2>&1 | tee "$out/infonce_kernels.txt"
 fi
 if has step; then
   echo "== train step ($((SECONDS - t0)) s)"

@@ -2,6 +2,7 @@
 
     python -m benchmarks.infonce_kernels                      # CUDA: both backends, the default tiles
     python -m benchmarks.infonce_kernels --tiles 32,32,4,2 64,64,8,1   # also try tiles BM,BN,warps,stages first
+    python -m benchmarks.infonce_kernels --split               # also the split kernels (infonce_triton.SPLIT)
 
 The sizes are the anchor sets the balanced sampler draws in the loss benchmark (``N`` rows against ``M``
 columns, 256-d): Cityscapes-like 792/1690/678/370 per scale and 792 x 370, 792 x 678 across scales; ADE20K-like
@@ -51,11 +52,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--tiles", nargs="*", default=[], help="extra Triton tiles BLOCK_M,BLOCK_N,num_warps,num_stages")
+    parser.add_argument("--split", action="store_true", help="also time the kernels with infonce_triton.SPLIT on")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks.infonce_kernels needs a CUDA device (the Triton kernels' target)")
     default = infonce_triton._configs
-    variants = [("torch", None), ("triton", None)] + [("triton", t) for t in args.tiles]
+    variants = ([("torch", None), ("triton", None)] + [("triton", t) for t in args.tiles]
+                + ([("triton", "split")] if args.split else []))
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__}; median of {args.repeats}; ms per term")
     print("| case | N x M | " + " | ".join(b if t is None else f"triton {t}" for b, t in variants) + " |")
     print("|---|---|" + "---:|" * len(variants))
@@ -66,13 +69,14 @@ def main() -> None:
             cells = []
             for backend, tiles in variants:
                 infonce_triton._CHOSEN.clear()
-                if tiles is not None:  # this tile shape first, the defaults as fallbacks if it does not fit
+                infonce_triton.SPLIT = tiles == "split"
+                if tiles not in (None, "split"):  # this tile shape first, the defaults as fallbacks if it does not fit
                     bm, bn, warps, stages = (int(v) for v in tiles.split(","))
                     infonce_triton._configs = lambda d, bm=bm, bn=bn, w=warps, st=stages: [default(d)[0] | {
                         "BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}, *default(d)]
                 step, clear = _term(n, m, classes, "cuda", backend)
                 ms = timed(step, "cuda", args.repeats, warmup=2, before=clear)[0] * 1000
-                infonce_triton._configs = default
+                infonce_triton._configs, infonce_triton.SPLIT = default, False
                 used = {k[0]: tuple(v[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
                         for k, v in infonce_triton._CHOSEN.items()}
                 if backend == "triton" and n == terms[0][0] and m is None:

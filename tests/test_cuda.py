@@ -26,10 +26,14 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "triton-split"])
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("dim", [32, 256])
-def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int) -> None:
+def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int, monkeypatch) -> None:
+    from contrastseg.losses import infonce_triton
+
+    monkeypatch.setattr(infonce_triton, "SPLIT", backend == "triton-split")
+    backend = backend.removesuffix("-split")
     g = torch.Generator().manual_seed(0)
     anchors = torch.randn(300, dim, generator=g)
     labels = torch.randint(0, 7, (300,), generator=g)

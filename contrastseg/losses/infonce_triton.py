@@ -15,6 +15,9 @@ Per row ``i`` (``lse_i`` = log-sum-exp of ``s_in`` over the negatives ``N(i)``, 
   ``c = grad / N``; one kernel accumulates ``dq = dS k / t`` over column tiles, one ``dk = dS^T q / t`` over row
   tiles (no atomics, so both are deterministic).
 
+With :data:`SPLIT`, a term with few tiles cuts those loops into chunks run by separate programs (partial
+log-sum-exps combined as in split-K attention, partial gradients summed), to fill the GPU.
+
 The matrix products use ``tf32x3`` (three TF32 tensor-core products, float32 accuracy to about 1e-6): full IEEE
 float32 products on CUDA cores would be several times slower, plain TF32 has a 1e-3 relative error.
 """
@@ -71,39 +74,61 @@ if triton is not None:
         return p_neg * g[:, None] - g_pos
 
     @triton.jit
-    def _forward_kernel(Q, K, YQ, YK, STATS, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        dims = tl.arange(0, BLOCK_D)
-        rmask = rows < N
-        q = _load_rows(Q, rows, N, dims, D) * inv_t  # (BM, BD), the temperature folded in once
-        yq = tl.load(YQ + rows, mask=rmask, other=-1)
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)  # running max over negatives
-        l_i = tl.zeros([BLOCK_M], tl.float32)  # running sum of exp(s - m_i) over negatives
-        for n0 in range(0, M, BLOCK_N):
+    def _lse_pass(q, yq, rows, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Online max ``m`` and ``sum exp(s - m)`` over the negatives among columns ``c_lo..c_hi-1`` (BM,) each."""
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        for n0 in range(c_lo, c_hi, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            k = _load_rows(K, cols, M, dims, D)
-            yk = tl.load(YK + cols, mask=cols < M, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, M, EXCLUDE_SELF, PRECISION)
+            k = _load_rows(K, cols, c_hi, dims, D)
+            yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
+            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
             s_neg = tl.where(neg, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s_neg, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no negative yet: avoid -inf - -inf
             l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s_neg - m_safe[:, None]), 1)
             m_i = m_new
-        lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))  # (BM,)
+        return m_i, l_i
+
+    @triton.jit
+    def _loss_pass(q, yq, rows, lse, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF: tl.constexpr,
+                   PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """Sums over the positives among columns ``c_lo..c_hi-1`` of softplus and sigmoid of ``lse - s``, and
+        their count (BM,) each."""
         loss = tl.zeros([BLOCK_M], tl.float32)
         sig = tl.zeros([BLOCK_M], tl.float32)
         npos = tl.zeros([BLOCK_M], tl.float32)
-        for n0 in range(0, M, BLOCK_N):
+        for n0 in range(c_lo, c_hi, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            k = _load_rows(K, cols, M, dims, D)
-            yk = tl.load(YK + cols, mask=cols < M, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, M, EXCLUDE_SELF, PRECISION)
+            k = _load_rows(K, cols, c_hi, dims, D)
+            yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
+            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
             x = lse[:, None] - s  # -inf without negatives: softplus 0, sigmoid 0
             softplus = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
             loss += tl.sum(tl.where(pos, softplus, 0.0), 1)
             sig += tl.sum(tl.where(pos, tl.sigmoid(x), 0.0), 1)
             npos += tl.sum(pos.to(tl.float32), 1)
+        return loss, sig, npos
+
+    @triton.jit
+    def _chunk(extent, BLOCK: tl.constexpr, splits):
+        """Whole tiles per split: split ``i`` covers ``[i * chunk, min((i + 1) * chunk, extent))``."""
+        return tl.cdiv(tl.cdiv(extent, BLOCK), splits) * BLOCK
+
+    @triton.jit
+    def _forward_kernel(Q, K, YQ, YK, STATS, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+        """One program per row tile over all columns: both passes, then the four per-row statistics."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        dims = tl.arange(0, BLOCK_D)
+        rmask = rows < N
+        q = _load_rows(Q, rows, N, dims, D) * inv_t  # (BM, BD), the temperature folded in once
+        yq = tl.load(YQ + rows, mask=rmask, other=-1)
+        m_i, l_i = _lse_pass(q, yq, rows, K, YK, 0, M, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N)
+        lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))  # (BM,)
+        loss, sig, npos = _loss_pass(q, yq, rows, lse, K, YK, 0, M, dims, N, D, EXCLUDE_SELF, PRECISION,
+                                     BLOCK_M, BLOCK_N)
         inv_npos = 1.0 / tl.maximum(npos, 1.0)  # rows without positives contribute 0
         tl.store(STATS + rows, loss * inv_npos, mask=rmask)
         tl.store(STATS + N + rows, lse, mask=rmask)
@@ -111,12 +136,83 @@ if triton is not None:
         tl.store(STATS + 3 * N + rows, sig * inv_npos, mask=rmask)
 
     @triton.jit
-    def _grad_rows_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr,
+    def _lse_split_kernel(Q, K, YQ, YK, PART, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr):
+        """Programs (row tile, column chunk): partial max and sum of the negatives, PART[0:2, split, rows]."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        split = tl.program_id(1)
         dims = tl.arange(0, BLOCK_D)
         rmask = rows < N
+        chunk = _chunk(M, BLOCK_N, SPLITS)
+        c_lo = split * chunk
+        c_hi = tl.minimum(c_lo + chunk, M)
+        q = _load_rows(Q, rows, N, dims, D) * inv_t
+        yq = tl.load(YQ + rows, mask=rmask, other=-1)
+        m_i, l_i = _lse_pass(q, yq, rows, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N)
+        tl.store(PART + split * N + rows, m_i, mask=rmask)
+        tl.store(PART + (SPLITS + split) * N + rows, l_i, mask=rmask)
+
+    @triton.jit
+    def _loss_split_kernel(Q, K, YQ, YK, STATS, PART, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
+                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_D: tl.constexpr):
+        """Programs (row tile, column chunk): lse from all chunks' partials, then this chunk's partial sums of the
+        positives, PART[2:5, split, rows]; chunk 0 also writes lse to STATS[1]."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        split = tl.program_id(1)
+        dims = tl.arange(0, BLOCK_D)
+        rmask = rows < N
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        for i in range(0, SPLITS):
+            m = tl.maximum(m, tl.load(PART + i * N + rows, mask=rmask, other=float("-inf")))
+        m_safe = tl.where(m == float("-inf"), 0.0, m)
+        total = tl.zeros([BLOCK_M], tl.float32)
+        for i in range(0, SPLITS):
+            m_i = tl.load(PART + i * N + rows, mask=rmask, other=float("-inf"))
+            total += tl.load(PART + (SPLITS + i) * N + rows, mask=rmask, other=0.0) * tl.exp(m_i - m_safe)
+        lse = tl.where(total > 0, m + tl.log(total), float("-inf"))
+        chunk = _chunk(M, BLOCK_N, SPLITS)
+        c_lo = split * chunk
+        c_hi = tl.minimum(c_lo + chunk, M)
+        q = _load_rows(Q, rows, N, dims, D) * inv_t
+        yq = tl.load(YQ + rows, mask=rmask, other=-1)
+        loss, sig, npos = _loss_pass(q, yq, rows, lse, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION,
+                                     BLOCK_M, BLOCK_N)
+        tl.store(PART + (2 * SPLITS + split) * N + rows, loss, mask=rmask)
+        tl.store(PART + (3 * SPLITS + split) * N + rows, sig, mask=rmask)
+        tl.store(PART + (4 * SPLITS + split) * N + rows, npos, mask=rmask)
+        tl.store(STATS + N + rows, lse, mask=rmask & (split == 0))
+
+    @triton.jit
+    def _finalize_kernel(STATS, PART, N, SPLITS, BLOCK: tl.constexpr):
+        """The per-row statistics from the chunks' partial sums."""
+        rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        rmask = rows < N
+        loss = tl.zeros([BLOCK], tl.float32)
+        sig = tl.zeros([BLOCK], tl.float32)
+        npos = tl.zeros([BLOCK], tl.float32)
+        for i in range(0, SPLITS):
+            loss += tl.load(PART + (2 * SPLITS + i) * N + rows, mask=rmask, other=0.0)
+            sig += tl.load(PART + (3 * SPLITS + i) * N + rows, mask=rmask, other=0.0)
+            npos += tl.load(PART + (4 * SPLITS + i) * N + rows, mask=rmask, other=0.0)
+        inv_npos = 1.0 / tl.maximum(npos, 1.0)
+        tl.store(STATS + rows, loss * inv_npos, mask=rmask)
+        tl.store(STATS + 2 * N + rows, inv_npos, mask=rmask)
+        tl.store(STATS + 3 * N + rows, sig * inv_npos, mask=rmask)
+
+    @triton.jit
+    def _grad_rows_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
+                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr):
+        """Programs (row tile, column chunk): ``dq`` of the rows from the chunk's columns, DQ[split, rows]."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        split = tl.program_id(1)
+        dims = tl.arange(0, BLOCK_D)
+        rmask = rows < N
+        chunk = _chunk(M, BLOCK_N, SPLITS)
+        c_lo = split * chunk
+        c_hi = tl.minimum(c_lo + chunk, M)
         q = _load_rows(Q, rows, N, dims, D) * inv_t
         yq = tl.load(YQ + rows, mask=rmask, other=-1)
         c = tl.load(GRAD) / N  # d total / d mean
@@ -124,30 +220,37 @@ if triton is not None:
         w = tl.load(STATS + 2 * N + rows, mask=rmask, other=0.0) * c
         g = tl.load(STATS + 3 * N + rows, mask=rmask, other=0.0) * c
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-        for n0 in range(0, M, BLOCK_N):
+        for n0 in range(c_lo, c_hi, BLOCK_N):
             cols = n0 + tl.arange(0, BLOCK_N)
-            k = _load_rows(K, cols, M, dims, D)
-            yk = tl.load(YK + cols, mask=cols < M, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, M, EXCLUDE_SELF, PRECISION)
+            k = _load_rows(K, cols, c_hi, dims, D)
+            yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
+            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
             dq += tl.dot(_ds(s, pos, neg, lse, w, g), k, input_precision=PRECISION)  # (BM, BN) x (BN, BD)
-        tl.store(DQ + rows[:, None] * D + dims[None, :], dq * inv_t, mask=rmask[:, None] & (dims[None, :] < D))
+        out = DQ + split * N * D + rows[:, None] * D + dims[None, :]
+        tl.store(out, dq * inv_t, mask=rmask[:, None] & (dims[None, :] < D))
 
     @triton.jit
-    def _grad_cols_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, DK, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr,
+    def _grad_cols_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, DK, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr):
+        """Programs (column tile, row chunk): ``dk`` of the columns from the chunk's rows, DK[split, cols]; with
+        one set (EXCLUDE_SELF) chunk 0 adds the rows' gradient ``DQ``, so DK sums to the whole gradient."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(1)
         dims = tl.arange(0, BLOCK_D)
+        chunk = _chunk(N, BLOCK_M, SPLITS)
+        r_lo = split * chunk
+        r_hi = tl.minimum(r_lo + chunk, N)
         k = _load_rows(K, cols, M, dims, D)
         yk = tl.load(YK + cols, mask=cols < M, other=-1)
         c = tl.load(GRAD) / N
         dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-        for m0 in range(0, N, BLOCK_M):
+        for m0 in range(r_lo, r_hi, BLOCK_M):
             rows = m0 + tl.arange(0, BLOCK_M)
-            rmask = rows < N
-            q = _load_rows(Q, rows, N, dims, D) * inv_t
+            rmask = rows < r_hi
+            q = _load_rows(Q, rows, r_hi, dims, D) * inv_t
             yq = tl.load(YQ + rows, mask=rmask, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, M, EXCLUDE_SELF, PRECISION)
+            s, pos, neg = _tile(q, k, yq, yk, rows, cols, r_hi, M, EXCLUDE_SELF, PRECISION)
             lse = tl.load(STATS + N + rows, mask=rmask, other=0.0)
             w = tl.load(STATS + 2 * N + rows, mask=rmask, other=0.0) * c
             g = tl.load(STATS + 3 * N + rows, mask=rmask, other=0.0) * c
@@ -155,8 +258,8 @@ if triton is not None:
         out = dk  # q held 1/t already
         cmask = (cols[:, None] < M) & (dims[None, :] < D)
         if EXCLUDE_SELF:  # rows and columns are one set: return one gradient, d/dq + d/dk
-            out += tl.load(DQ + cols[:, None] * D + dims[None, :], mask=cmask, other=0.0)
-        tl.store(DK + cols[:, None] * D + dims[None, :], out, mask=cmask)
+            out += tl.load(DQ + cols[:, None] * D + dims[None, :], mask=cmask & (split == 0), other=0.0)
+        tl.store(DK + split * M * D + cols[:, None] * D + dims[None, :], out, mask=cmask)
 
 
 def _configs(d: int) -> list[dict[str, int]]:
@@ -173,9 +276,23 @@ def _configs(d: int) -> list[dict[str, int]]:
 
 _CHOSEN: dict[tuple[str, int, bool], dict[str, int]] = {}  # the first tile shape that fits, per kernel and width
 
+SPLIT = False
+"""Split the column loop of a row tile (and the row loop of a column tile) across programs when a term has too few
+tiles to fill the GPU (a 792-row term has 13 row tiles for an H100's 132 SMs). Tested (values and gradients),
+but not yet timed on a GPU, so off by default: ``benchmarks.infonce_kernels --split`` compares it."""
+TARGET_PROGRAMS: int | None = None  # programs per launch the split aims at; None: twice the device's SMs
 
-def _launch(name: str, kernel: Any, extent: int, tile: str, d: int, *args: Any, exclude_self: bool) -> None:
-    """Launch ``kernel`` over ``extent`` rows (``tile="BLOCK_M"``) or columns (``"BLOCK_N"``).
+
+def _splits(device: torch.device, parallel: int, parallel_block: int, loop: int, loop_block: int) -> int:
+    """Chunks to cut a kernel's loop into, so that ``tiles x chunks`` approaches ``TARGET_PROGRAMS``."""
+    if not SPLIT:
+        return 1
+    target = TARGET_PROGRAMS or (4 if _INTERPRET else 2 * torch.cuda.get_device_properties(device).multi_processor_count)
+    return max(1, min(triton.cdiv(loop, loop_block), target // triton.cdiv(parallel, parallel_block)))
+
+
+def _launch(name: str, kernel: Any, grid: Any, d: int, *args: Any, exclude_self: bool) -> None:
+    """Launch ``kernel`` on ``grid(tile_config)`` with the first tile shape that fits the device.
 
     The shared memory a tile shape needs depends on the compiler and the device (an H100 has 227 KiB per block,
     an A100 163 KiB, consumer cards less), so shapes are tried fastest first and the first that loads is kept.
@@ -185,7 +302,7 @@ def _launch(name: str, kernel: Any, extent: int, tile: str, d: int, *args: Any, 
     candidates = [_CHOSEN[key]] if key in _CHOSEN else _configs(d)
     for i, cfg in enumerate(candidates):
         try:
-            kernel[(triton.cdiv(extent, cfg[tile]),)](*args, EXCLUDE_SELF=exclude_self, PRECISION=PRECISION, **cfg)
+            kernel[grid(cfg)](*args, EXCLUDE_SELF=exclude_self, PRECISION=PRECISION, **cfg)
         except OutOfResources:
             if i == len(candidates) - 1:
                 raise
@@ -201,8 +318,19 @@ class _TritonInfoNCE(torch.autograd.Function):
         n, d = z_rows.shape
         m = z_cols.shape[0]
         stats = torch.empty(4, n, dtype=torch.float32, device=z_rows.device)  # loss_i, lse_i, 1/|P(i)|, S_i
-        _launch("forward", _forward_kernel, n, "BLOCK_M", d, z_rows, z_cols, y_rows, y_cols, stats, n, m, d, inv_t,
-                exclude_self=exclude_self)
+        inputs = (z_rows, z_cols, y_rows, y_cols)
+        splits = _splits(z_rows.device, n, 64, m, 32)
+        if splits == 1:
+            _launch("forward", _forward_kernel, lambda c: (triton.cdiv(n, c["BLOCK_M"]),), d, *inputs, stats,
+                    n, m, d, inv_t, exclude_self=exclude_self)
+        else:
+            part = torch.empty(5, splits, n, dtype=torch.float32, device=z_rows.device)  # max, sum; loss, sig, npos
+            grid = lambda c: (triton.cdiv(n, c["BLOCK_M"]), splits)  # noqa: E731
+            _launch("lse_split", _lse_split_kernel, grid, d, *inputs, part, n, m, d, inv_t, splits,
+                    exclude_self=exclude_self)
+            _launch("loss_split", _loss_split_kernel, grid, d, *inputs, stats, part, n, m, d, inv_t, splits,
+                    exclude_self=exclude_self)
+            _finalize_kernel[(triton.cdiv(n, 256),)](stats, part, n, splits, BLOCK=256)
         ctx.save_for_backward(z_rows, y_rows, z_cols, y_cols, stats)
         ctx.inv_t, ctx.exclude_self = inv_t, exclude_self
         return stats[0].mean()
@@ -212,14 +340,21 @@ class _TritonInfoNCE(torch.autograd.Function):
         z_rows, y_rows, z_cols, y_cols, stats = ctx.saved_tensors
         n, d = z_rows.shape
         m = z_cols.shape[0]
+        device = z_rows.device
         grad = grad_out.float().contiguous()  # a 0-d tensor read by the kernels: no host sync
-        dq = torch.empty_like(z_rows)
         args = (z_rows, z_cols, y_rows, y_cols, stats, grad)
-        _launch("grad_rows", _grad_rows_kernel, n, "BLOCK_M", d, *args, dq, n, m, d, ctx.inv_t,
-                exclude_self=ctx.exclude_self)
-        dk = dq if ctx.exclude_self else torch.empty_like(z_cols)  # in place: each column tile reads its own rows
-        _launch("grad_cols", _grad_cols_kernel, m, "BLOCK_N", d, *args, dq, dk, n, m, d, ctx.inv_t,
-                exclude_self=ctx.exclude_self)
+        row_splits = _splits(device, n, 64, m, 32)
+        dq = torch.empty(row_splits, n, d, dtype=torch.float32, device=device)  # (splits, N, D) partial sums
+        _launch("grad_rows", _grad_rows_kernel, lambda c: (triton.cdiv(n, c["BLOCK_M"]), row_splits), d, *args, dq,
+                n, m, d, ctx.inv_t, row_splits, exclude_self=ctx.exclude_self)
+        dq = dq[0] if row_splits == 1 else dq.sum(0)  # (splits, N, D) -> (N, D)
+        col_splits = _splits(device, m, 32, n, 64)
+        # One set and no split: in place, each column tile reads and writes only its own rows of dq.
+        dk = (dq if ctx.exclude_self and col_splits == 1 else
+              torch.empty(col_splits, m, d, dtype=torch.float32, device=device))
+        _launch("grad_cols", _grad_cols_kernel, lambda c: (triton.cdiv(m, c["BLOCK_N"]), col_splits), d, *args,
+                dq, dk, n, m, d, ctx.inv_t, col_splits, exclude_self=ctx.exclude_self)
+        dk = dk.reshape(col_splits, m, d)[0] if col_splits == 1 else dk.sum(0)  # (splits, M, D) -> (M, D)
         if ctx.exclude_self:  # one set (z_rows is z_cols): the whole gradient went to the first input
             return dk, None, None, None, None, None
         return dq, None, dk, None, None, None

@@ -41,7 +41,7 @@ def test_backend_choice_and_errors() -> None:
 
 
 def test_tile_shapes_that_do_not_fit_fall_back_to_smaller_ones(monkeypatch) -> None:
-    pytest.importorskip("triton")
+    triton = pytest.importorskip("triton")
     from triton.runtime.errors import OutOfResources
 
     from contrastseg.losses import infonce_triton
@@ -58,12 +58,13 @@ def test_tile_shapes_that_do_not_fit_fall_back_to_smaller_ones(monkeypatch) -> N
 
     monkeypatch.setattr(infonce_triton, "_INTERPRET", False)
     monkeypatch.setattr(infonce_triton, "_CHOSEN", {})
-    infonce_triton._launch("fake", FakeKernel(), 100, "BLOCK_M", 256, exclude_self=True)
+    grid = lambda cfg: (triton.cdiv(100, cfg["BLOCK_M"]),)  # noqa: E731
+    infonce_triton._launch("fake", FakeKernel(), grid, 256, exclude_self=True)
     assert launched == [((4,), 32, 2)]  # (64, 32) did not fit; (32, 32) with two stages did
-    infonce_triton._launch("fake", FakeKernel(), 100, "BLOCK_M", 256, exclude_self=True)
+    infonce_triton._launch("fake", FakeKernel(), grid, 256, exclude_self=True)
     assert launched[-1] == ((4,), 32, 2) and len(launched) == 2  # remembered: no second failed try
     with pytest.raises(OutOfResources):
-        infonce_triton._launch("fake", FakeKernel(), 100, "BLOCK_M", 4096, exclude_self=True)  # nothing fits
+        infonce_triton._launch("fake", FakeKernel(), grid, 4096, exclude_self=True)  # nothing fits
 
 
 def test_auto_runs_small_terms_on_triton_and_large_ones_on_torch(monkeypatch) -> None:

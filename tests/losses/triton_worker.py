@@ -68,7 +68,11 @@ def multiscale() -> None:
 
 
 if __name__ == "__main__":
-    equations()
-    degenerate()
-    multiscale()
+    from contrastseg.losses import infonce_triton
+
+    for split, programs in [(False, None), (True, 8), (True, 64)]:  # 64: more chunks than tiles, some empty
+        infonce_triton.SPLIT, infonce_triton.TARGET_PROGRAMS = split, programs
+        equations()
+        degenerate()
+        multiscale()
     print("triton interpreter checks passed")
