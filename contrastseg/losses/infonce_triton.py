@@ -25,6 +25,7 @@ float32 products on CUDA cores would be several times slower, plain TF32 has a 1
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import torch
@@ -43,9 +44,54 @@ PRECISION = "tf32x3"
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (used by the tests)
 
 
+_WORKS: dict[int, bool] = {}  # per CUDA device: the kernels compiled and matched the PyTorch path
+
+
 def available(device: torch.device) -> bool:
-    """Whether the fused kernels can run on ``device`` (CUDA with Triton, or any device under the interpreter)."""
-    return triton is not None and (device.type == "cuda" or _INTERPRET)
+    """Whether the fused kernels run on ``device``: CUDA with Triton on an Ampere or newer GPU (the products use
+    TF32 tensor cores), or any device under Triton's interpreter.
+
+    The first call per GPU compiles the kernels on a small problem and compares them with the PyTorch path; if
+    that fails (a Triton or driver version that cannot build them, an unexpected result), it warns once and the
+    loss stays on the PyTorch path instead of failing a training run.
+    """
+    if triton is None or (device.type != "cuda" and not _INTERPRET):
+        return False
+    if _INTERPRET:
+        return True
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _WORKS:
+        _WORKS[index] = torch.cuda.get_device_capability(index)[0] >= 8 and _self_test(torch.device("cuda", index))
+    return _WORKS[index]
+
+
+def _self_test(device: torch.device) -> bool:
+    from contrastseg.losses.infonce import l2_normalize, supervised_infonce  # a cycle at import time otherwise
+
+    g = torch.Generator(device=device).manual_seed(0)
+    z = torch.randn(80, 256, device=device, generator=g)
+    y = torch.randint(0, 3, (80,), device=device, generator=g)
+    try:
+        results = []
+        for fused in (False, True):
+            x = z.clone().requires_grad_()
+            if fused:  # one set (per-scale term) and two sets (cross-scale term)
+                u = l2_normalize(x)
+                loss = (triton_infonce(u, y, u, y, temperature=0.1, exclude_self=True)
+                        + triton_infonce(u[:50], y[:50], u[50:], y[50:], temperature=0.1, exclude_self=False))
+            else:
+                loss = (supervised_infonce(x, y, backend="torch")
+                        + supervised_infonce(x[:50], y[:50], x[50:], y[50:], backend="torch"))
+            results.append((loss.detach(), torch.autograd.grad(loss, x)[0]))
+        (ref, ref_grad), (got, got_grad) = results
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got_grad, ref_grad, rtol=1e-3, atol=1e-6)
+    except Exception as err:  # any failure means: do not use the kernels on this device
+        warnings.warn(f"contrastseg: the Triton InfoNCE kernels failed their check on {device} "
+                      f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); the contrastive loss "
+                      "uses the PyTorch path (backend='torch') instead", RuntimeWarning, stacklevel=3)
+        return False
+    return True
 
 
 if triton is not None:
@@ -74,16 +120,23 @@ if triton is not None:
         return p_neg * g[:, None] - g_pos
 
     @triton.jit
+    def _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_N: tl.constexpr):
+        """Columns ``n0..n0+BN-1`` (below ``c_hi``) against the row tile: ``s``, masks, and the column tile ``k``."""
+        cols = n0 + tl.arange(0, BLOCK_N)
+        k = _load_rows(K, cols, c_hi, dims, D)
+        yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
+        s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
+        return s, pos, neg, k
+
+    @triton.jit
     def _lse_pass(q, yq, rows, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """Online max ``m`` and ``sum exp(s - m)`` over the negatives among columns ``c_lo..c_hi-1`` (BM,) each."""
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            k = _load_rows(K, cols, c_hi, dims, D)
-            yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
+            s, pos, neg, k = _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_N)
             s_neg = tl.where(neg, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s_neg, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no negative yet: avoid -inf - -inf
@@ -100,10 +153,7 @@ if triton is not None:
         sig = tl.zeros([BLOCK_M], tl.float32)
         npos = tl.zeros([BLOCK_M], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            k = _load_rows(K, cols, c_hi, dims, D)
-            yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
+            s, pos, neg, k = _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_N)
             x = lse[:, None] - s  # -inf without negatives: softplus 0, sigmoid 0
             softplus = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
             loss += tl.sum(tl.where(pos, softplus, 0.0), 1)
@@ -115,6 +165,21 @@ if triton is not None:
     def _chunk(extent, BLOCK: tl.constexpr, splits):
         """Whole tiles per split: split ``i`` covers ``[i * chunk, min((i + 1) * chunk, extent))``."""
         return tl.cdiv(tl.cdiv(extent, BLOCK), splits) * BLOCK
+
+    @triton.jit
+    def _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                     BLOCK_D: tl.constexpr):
+        """A (row tile, column chunk) program's rows, its columns ``c_lo..c_hi-1``, ``q / t`` and row labels."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        split = tl.program_id(1)
+        dims = tl.arange(0, BLOCK_D)
+        rmask = rows < N
+        chunk = _chunk(M, BLOCK_N, SPLITS)
+        c_lo = split * chunk
+        c_hi = tl.minimum(c_lo + chunk, M)
+        q = _load_rows(Q, rows, N, dims, D) * inv_t  # (BM, BD), the temperature folded in once
+        yq = tl.load(YQ + rows, mask=rmask, other=-1)
+        return rows, rmask, dims, split, c_lo, c_hi, q, yq
 
     @triton.jit
     def _forward_kernel(Q, K, YQ, YK, STATS, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
@@ -140,15 +205,8 @@ if triton is not None:
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr):
         """Programs (row tile, column chunk): partial max and sum of the negatives, PART[0:2, split, rows]."""
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        split = tl.program_id(1)
-        dims = tl.arange(0, BLOCK_D)
-        rmask = rows < N
-        chunk = _chunk(M, BLOCK_N, SPLITS)
-        c_lo = split * chunk
-        c_hi = tl.minimum(c_lo + chunk, M)
-        q = _load_rows(Q, rows, N, dims, D) * inv_t
-        yq = tl.load(YQ + rows, mask=rmask, other=-1)
+        rows, rmask, dims, split, c_lo, c_hi, q, yq = _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M, BLOCK_N,
+                                                                   BLOCK_D)
         m_i, l_i = _lse_pass(q, yq, rows, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N)
         tl.store(PART + split * N + rows, m_i, mask=rmask)
         tl.store(PART + (SPLITS + split) * N + rows, l_i, mask=rmask)
@@ -159,10 +217,8 @@ if triton is not None:
                            BLOCK_D: tl.constexpr):
         """Programs (row tile, column chunk): lse from all chunks' partials, then this chunk's partial sums of the
         positives, PART[2:5, split, rows]; chunk 0 also writes lse to STATS[1]."""
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        split = tl.program_id(1)
-        dims = tl.arange(0, BLOCK_D)
-        rmask = rows < N
+        rows, rmask, dims, split, c_lo, c_hi, q, yq = _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M, BLOCK_N,
+                                                                   BLOCK_D)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         for i in range(0, SPLITS):
             m = tl.maximum(m, tl.load(PART + i * N + rows, mask=rmask, other=float("-inf")))
@@ -172,11 +228,6 @@ if triton is not None:
             m_i = tl.load(PART + i * N + rows, mask=rmask, other=float("-inf"))
             total += tl.load(PART + (SPLITS + i) * N + rows, mask=rmask, other=0.0) * tl.exp(m_i - m_safe)
         lse = tl.where(total > 0, m + tl.log(total), float("-inf"))
-        chunk = _chunk(M, BLOCK_N, SPLITS)
-        c_lo = split * chunk
-        c_hi = tl.minimum(c_lo + chunk, M)
-        q = _load_rows(Q, rows, N, dims, D) * inv_t
-        yq = tl.load(YQ + rows, mask=rmask, other=-1)
         loss, sig, npos = _loss_pass(q, yq, rows, lse, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION,
                                      BLOCK_M, BLOCK_N)
         tl.store(PART + (2 * SPLITS + split) * N + rows, loss, mask=rmask)
@@ -206,25 +257,15 @@ if triton is not None:
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr):
         """Programs (row tile, column chunk): ``dq`` of the rows from the chunk's columns, DQ[split, rows]."""
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        split = tl.program_id(1)
-        dims = tl.arange(0, BLOCK_D)
-        rmask = rows < N
-        chunk = _chunk(M, BLOCK_N, SPLITS)
-        c_lo = split * chunk
-        c_hi = tl.minimum(c_lo + chunk, M)
-        q = _load_rows(Q, rows, N, dims, D) * inv_t
-        yq = tl.load(YQ + rows, mask=rmask, other=-1)
+        rows, rmask, dims, split, c_lo, c_hi, q, yq = _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M, BLOCK_N,
+                                                                   BLOCK_D)
         c = tl.load(GRAD) / N  # d total / d mean
         lse = tl.load(STATS + N + rows, mask=rmask, other=0.0)
         w = tl.load(STATS + 2 * N + rows, mask=rmask, other=0.0) * c
         g = tl.load(STATS + 3 * N + rows, mask=rmask, other=0.0) * c
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            cols = n0 + tl.arange(0, BLOCK_N)
-            k = _load_rows(K, cols, c_hi, dims, D)
-            yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
+            s, pos, neg, k = _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_N)
             dq += tl.dot(_ds(s, pos, neg, lse, w, g), k, input_precision=PRECISION)  # (BM, BN) x (BN, BD)
         out = DQ + split * N * D + rows[:, None] * D + dims[None, :]
         tl.store(out, dq * inv_t, mask=rmask[:, None] & (dims[None, :] < D))

@@ -79,3 +79,18 @@ def test_auto_runs_small_terms_on_triton_and_large_ones_on_torch(monkeypatch) ->
     supervised_infonce(torch.randn(20, 4), labels)  # 400: PyTorch
     supervised_infonce(torch.randn(20, 4), labels, backend="triton")  # asked for: Triton at any size
     assert calls == [10, 20]
+
+
+def test_kernels_that_fail_their_check_leave_the_loss_on_pytorch(monkeypatch) -> None:
+    triton = pytest.importorskip("triton")
+    from contrastseg.losses import infonce_triton
+
+    def broken(*args, **kwargs):
+        raise triton.CompilationError("kernel.py", None, "unsupported")  # as a Triton that cannot build them
+
+    monkeypatch.setattr(infonce_triton, "triton_infonce", broken)
+    with pytest.warns(RuntimeWarning, match="failed their check.*uses the PyTorch path"):
+        assert infonce_triton._self_test(torch.device("cpu")) is False
+    monkeypatch.setattr(infonce_triton, "triton_infonce", lambda z, y, *a, **k: z.sum() * 0)  # a wrong result
+    with pytest.warns(RuntimeWarning, match="failed their check"):
+        assert infonce_triton._self_test(torch.device("cpu")) is False

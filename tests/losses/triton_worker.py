@@ -75,4 +75,5 @@ if __name__ == "__main__":
         equations()
         degenerate()
         multiscale()
+    assert infonce_triton._self_test(torch.device("cpu")), "the first-use check passes on working kernels"
     print("triton interpreter checks passed")
