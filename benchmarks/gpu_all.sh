@@ -39,7 +39,7 @@ if has kernels; then
 fi
 if has step; then
   echo "== train step ($((SECONDS - t0)) s)"
-  timeout 110 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"
+  timeout 170 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"
 fi
 if has stepamp; then
   timeout 60 python3 -m benchmarks.train_step --amp bf16 ${STEP_AMP_ARGS:---families HRNetV2-W48 UPerNet-Swin-T} ${STEP_ARGS:-} 2>&1 | tee -a "$out/train_step.txt"

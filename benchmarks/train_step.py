@@ -26,6 +26,9 @@ FAMILIES = {  # name: (encoder, output stride, decoder, crop, contrast stages)
     "DeepLabv3-R101": ("resnet101d", 8, DeepLabV3Head, (512, 1024), [0, 1, 3]),
     "UPerNet-R101": ("resnet101d", None, UPerNetHead, (512, 1024), None),
     "UPerNet-Swin-T": ("swin_tiny", None, UPerNetHead, (512, 512), None),
+    "UPerNet-Swin-S": ("swin_small", None, UPerNetHead, (512, 512), None),
+    "UPerNet-Swin-B": ("swin_base", None, UPerNetHead, (512, 512), None),
+    "UPerNet-Swin-L": ("swin_large", None, UPerNetHead, (640, 640), None),
 }
 
 
