@@ -72,8 +72,9 @@ def main() -> None:
                 infonce_triton.SPLIT = tiles == "split"
                 if tiles not in (None, "split"):  # this tile shape first, the defaults as fallbacks if it does not fit
                     bm, bn, warps, stages = (int(v) for v in tiles.split(","))
-                    infonce_triton._configs = lambda d, bm=bm, bn=bn, w=warps, st=stages: [default(d)[0] | {
-                        "BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st}, *default(d)]
+                    infonce_triton._configs = lambda d, kernel, bm=bm, bn=bn, w=warps, st=stages: [
+                        default(d, kernel)[0] | {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st},
+                        *default(d, kernel)]
                 step, clear = _term(n, m, classes, "cuda", backend)
                 ms = timed(step, "cuda", args.repeats, warmup=2, before=clear)[0] * 1000
                 infonce_triton._configs, infonce_triton.SPLIT = default, False

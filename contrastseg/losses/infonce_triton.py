@@ -98,19 +98,30 @@ if triton is not None:
 
     @triton.jit
     def _load_rows(P, idx, n, dims, D):
-        """Rows ``P[idx]`` of an ``(n, D)`` float32 matrix as a ``(len(idx), BLOCK_D)`` tile, zero-padded."""
+        """Rows ``P[idx]`` of an ``(n, D)`` float32 matrix as a ``(len(idx), len(dims))`` tile, zero-padded."""
         return tl.load(P + idx[:, None] * D + dims[None, :], mask=(idx[:, None] < n) & (dims[None, :] < D), other=0.0)
 
     @triton.jit
-    def _tile(q, k, yq, yk, rows, cols, N, M, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr):
-        """Similarities ``s`` (BM, BN) of a tile (``q`` holds 1/t) and its positive / negative masks."""
-        s = tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BM, BD) x (BD, BN) -> (BM, BN)
-        valid = (rows[:, None] < N) & (cols[None, :] < M)  # padding is neither positive nor negative
+    def _tile(Q, K, yq, yk, rows, cols, r_hi, c_hi, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Similarities ``s = q.k / t`` (BM, BN) of rows below ``r_hi`` and columns below ``c_hi``, and their positive
+        / negative masks (padding is neither).
+
+        The product runs over the embedding in ``BLOCK_K`` slices read from memory (cached): holding a whole
+        256-wide float32 row tile in registers made every kernel spill (ptxas: 255 registers, kilobytes of spills).
+        """
+        s = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for d0 in tl.static_range(0, BLOCK_D, BLOCK_K):
+            dims = d0 + tl.arange(0, BLOCK_K)
+            q = _load_rows(Q, rows, r_hi, dims, D)  # (BM, BK)
+            k = _load_rows(K, cols, c_hi, dims, D)  # (BN, BK)
+            s += tl.dot(q, tl.trans(k), input_precision=PRECISION)  # (BM, BK) x (BK, BN) -> (BM, BN)
+        valid = (rows[:, None] < r_hi) & (cols[None, :] < c_hi)
         neg = valid & (yq[:, None] != yk[None, :])
         pos = valid & (yq[:, None] == yk[None, :])
         if EXCLUDE_SELF:  # the anchor is not its own positive
             pos = pos & (rows[:, None] != cols[None, :])
-        return s, pos, neg
+        return s * inv_t, pos, neg
 
     @triton.jit
     def _ds(s, pos, neg, lse, w, g):
@@ -120,23 +131,24 @@ if triton is not None:
         return p_neg * g[:, None] - g_pos
 
     @triton.jit
-    def _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
-                     BLOCK_N: tl.constexpr):
-        """Columns ``n0..n0+BN-1`` (below ``c_hi``) against the row tile: ``s``, masks, and the column tile ``k``."""
+    def _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Columns ``n0..n0+BN-1`` (below ``c_hi``) against the row tile: their indices, ``s`` and masks."""
         cols = n0 + tl.arange(0, BLOCK_N)
-        k = _load_rows(K, cols, c_hi, dims, D)
         yk = tl.load(YK + cols, mask=cols < c_hi, other=-1)
-        s, pos, neg = _tile(q, k, yq, yk, rows, cols, N, c_hi, EXCLUDE_SELF, PRECISION)
-        return s, pos, neg, k
+        s, pos, neg = _tile(Q, K, yq, yk, rows, cols, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N,
+                            BLOCK_D, BLOCK_K)
+        return cols, s, pos, neg
 
     @triton.jit
-    def _lse_pass(q, yq, rows, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
         """Online max ``m`` and ``sum exp(s - m)`` over the negatives among columns ``c_lo..c_hi-1`` (BM,) each."""
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            s, pos, neg, k = _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_N)
+            _, s, pos, neg = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                          BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
             s_neg = tl.where(neg, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s_neg, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no negative yet: avoid -inf - -inf
@@ -145,15 +157,17 @@ if triton is not None:
         return m_i, l_i
 
     @triton.jit
-    def _loss_pass(q, yq, rows, lse, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF: tl.constexpr,
-                   PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    def _loss_pass(Q, K, yq, YK, rows, lse, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF: tl.constexpr,
+                   PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                   BLOCK_K: tl.constexpr):
         """Sums over the positives among columns ``c_lo..c_hi-1`` of softplus and sigmoid of ``lse - s``, and
         their count (BM,) each."""
         loss = tl.zeros([BLOCK_M], tl.float32)
         sig = tl.zeros([BLOCK_M], tl.float32)
         npos = tl.zeros([BLOCK_M], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            s, pos, neg, k = _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_N)
+            _, s, pos, neg = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                          BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
             x = lse[:, None] - s  # -inf without negatives: softplus 0, sigmoid 0
             softplus = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
             loss += tl.sum(tl.where(pos, softplus, 0.0), 1)
@@ -167,33 +181,27 @@ if triton is not None:
         return tl.cdiv(tl.cdiv(extent, BLOCK), splits) * BLOCK
 
     @triton.jit
-    def _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                     BLOCK_D: tl.constexpr):
-        """A (row tile, column chunk) program's rows, its columns ``c_lo..c_hi-1``, ``q / t`` and row labels."""
+    def _row_program(YQ, N, M, SPLITS, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        """A (row tile, column chunk) program's rows, their labels, and its columns ``c_lo..c_hi-1``."""
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         split = tl.program_id(1)
-        dims = tl.arange(0, BLOCK_D)
         rmask = rows < N
         chunk = _chunk(M, BLOCK_N, SPLITS)
         c_lo = split * chunk
         c_hi = tl.minimum(c_lo + chunk, M)
-        q = _load_rows(Q, rows, N, dims, D) * inv_t  # (BM, BD), the temperature folded in once
         yq = tl.load(YQ + rows, mask=rmask, other=-1)
-        return rows, rmask, dims, split, c_lo, c_hi, q, yq
+        return rows, rmask, yq, split, c_lo, c_hi
 
     @triton.jit
     def _forward_kernel(Q, K, YQ, YK, STATS, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
         """One program per row tile over all columns: both passes, then the four per-row statistics."""
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        dims = tl.arange(0, BLOCK_D)
-        rmask = rows < N
-        q = _load_rows(Q, rows, N, dims, D) * inv_t  # (BM, BD), the temperature folded in once
-        yq = tl.load(YQ + rows, mask=rmask, other=-1)
-        m_i, l_i = _lse_pass(q, yq, rows, K, YK, 0, M, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N)
+        rows, rmask, yq, _, _, _ = _row_program(YQ, N, M, 1, BLOCK_M, BLOCK_N)
+        m_i, l_i = _lse_pass(Q, K, yq, YK, rows, 0, M, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N,
+                             BLOCK_D, BLOCK_K)
         lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))  # (BM,)
-        loss, sig, npos = _loss_pass(q, yq, rows, lse, K, YK, 0, M, dims, N, D, EXCLUDE_SELF, PRECISION,
-                                     BLOCK_M, BLOCK_N)
+        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, 0, M, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M,
+                                     BLOCK_N, BLOCK_D, BLOCK_K)
         inv_npos = 1.0 / tl.maximum(npos, 1.0)  # rows without positives contribute 0
         tl.store(STATS + rows, loss * inv_npos, mask=rmask)
         tl.store(STATS + N + rows, lse, mask=rmask)
@@ -203,22 +211,21 @@ if triton is not None:
     @triton.jit
     def _lse_split_kernel(Q, K, YQ, YK, PART, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
+                          BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
         """Programs (row tile, column chunk): partial max and sum of the negatives, PART[0:2, split, rows]."""
-        rows, rmask, dims, split, c_lo, c_hi, q, yq = _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M, BLOCK_N,
-                                                                   BLOCK_D)
-        m_i, l_i = _lse_pass(q, yq, rows, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N)
+        rows, rmask, yq, split, c_lo, c_hi = _row_program(YQ, N, M, SPLITS, BLOCK_M, BLOCK_N)
+        m_i, l_i = _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N,
+                             BLOCK_D, BLOCK_K)
         tl.store(PART + split * N + rows, m_i, mask=rmask)
         tl.store(PART + (SPLITS + split) * N + rows, l_i, mask=rmask)
 
     @triton.jit
     def _loss_split_kernel(Q, K, YQ, YK, STATS, PART, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                            PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_D: tl.constexpr):
+                           BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
         """Programs (row tile, column chunk): lse from all chunks' partials, then this chunk's partial sums of the
         positives, PART[2:5, split, rows]; chunk 0 also writes lse to STATS[1]."""
-        rows, rmask, dims, split, c_lo, c_hi, q, yq = _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M, BLOCK_N,
-                                                                   BLOCK_D)
+        rows, rmask, yq, split, c_lo, c_hi = _row_program(YQ, N, M, SPLITS, BLOCK_M, BLOCK_N)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         for i in range(0, SPLITS):
             m = tl.maximum(m, tl.load(PART + i * N + rows, mask=rmask, other=float("-inf")))
@@ -228,8 +235,8 @@ if triton is not None:
             m_i = tl.load(PART + i * N + rows, mask=rmask, other=float("-inf"))
             total += tl.load(PART + (SPLITS + i) * N + rows, mask=rmask, other=0.0) * tl.exp(m_i - m_safe)
         lse = tl.where(total > 0, m + tl.log(total), float("-inf"))
-        loss, sig, npos = _loss_pass(q, yq, rows, lse, K, YK, c_lo, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION,
-                                     BLOCK_M, BLOCK_N)
+        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                     BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
         tl.store(PART + (2 * SPLITS + split) * N + rows, loss, mask=rmask)
         tl.store(PART + (3 * SPLITS + split) * N + rows, sig, mask=rmask)
         tl.store(PART + (4 * SPLITS + split) * N + rows, npos, mask=rmask)
@@ -253,19 +260,27 @@ if triton is not None:
         tl.store(STATS + 3 * N + rows, sig * inv_npos, mask=rmask)
 
     @triton.jit
-    def _grad_rows_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
-                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
-        """Programs (row tile, column chunk): ``dq`` of the rows from the chunk's columns, DQ[split, rows]."""
-        rows, rmask, dims, split, c_lo, c_hi, q, yq = _row_program(Q, YQ, N, M, D, inv_t, SPLITS, BLOCK_M, BLOCK_N,
-                                                                   BLOCK_D)
-        c = tl.load(GRAD) / N  # d total / d mean
+    def _row_weights(STATS, GRAD, rows, rmask, N):
+        """``lse``, ``w = c/|P(i)|`` and ``g = c S_i`` of the rows (``c = grad / N``, d total / d mean)."""
+        c = tl.load(GRAD) / N
         lse = tl.load(STATS + N + rows, mask=rmask, other=0.0)
         w = tl.load(STATS + 2 * N + rows, mask=rmask, other=0.0) * c
         g = tl.load(STATS + 3 * N + rows, mask=rmask, other=0.0) * c
+        return lse, w, g
+
+    @triton.jit
+    def _grad_rows_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
+                          PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                          BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+        """Programs (row tile, column chunk): ``dq`` of the rows from the chunk's columns, DQ[split, rows]."""
+        rows, rmask, yq, split, c_lo, c_hi = _row_program(YQ, N, M, SPLITS, BLOCK_M, BLOCK_N)
+        lse, w, g = _row_weights(STATS, GRAD, rows, rmask, N)
+        dims = tl.arange(0, BLOCK_D)
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            s, pos, neg, k = _column_tile(q, yq, rows, K, YK, n0, c_hi, dims, N, D, EXCLUDE_SELF, PRECISION, BLOCK_N)
+            cols, s, pos, neg = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                             BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+            k = _load_rows(K, cols, c_hi, dims, D)  # (BN, BD)
             dq += tl.dot(_ds(s, pos, neg, lse, w, g), k, input_precision=PRECISION)  # (BM, BN) x (BN, BD)
         out = DQ + split * N * D + rows[:, None] * D + dims[None, :]
         tl.store(out, dq * inv_t, mask=rmask[:, None] & (dims[None, :] < D))
@@ -273,7 +288,7 @@ if triton is not None:
     @triton.jit
     def _grad_cols_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, DK, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_D: tl.constexpr):
+                          BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
         """Programs (column tile, row chunk): ``dk`` of the columns from the chunk's rows, DK[split, cols]; with
         one set (EXCLUDE_SELF) chunk 0 adds the rows' gradient ``DQ``, so DK sums to the whole gradient."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -282,37 +297,45 @@ if triton is not None:
         chunk = _chunk(N, BLOCK_M, SPLITS)
         r_lo = split * chunk
         r_hi = tl.minimum(r_lo + chunk, N)
-        k = _load_rows(K, cols, M, dims, D)
         yk = tl.load(YK + cols, mask=cols < M, other=-1)
-        c = tl.load(GRAD) / N
         dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
         for m0 in range(r_lo, r_hi, BLOCK_M):
             rows = m0 + tl.arange(0, BLOCK_M)
             rmask = rows < r_hi
-            q = _load_rows(Q, rows, r_hi, dims, D) * inv_t
             yq = tl.load(YQ + rows, mask=rmask, other=-1)
-            s, pos, neg = _tile(q, k, yq, yk, rows, cols, r_hi, M, EXCLUDE_SELF, PRECISION)
-            lse = tl.load(STATS + N + rows, mask=rmask, other=0.0)
-            w = tl.load(STATS + 2 * N + rows, mask=rmask, other=0.0) * c
-            g = tl.load(STATS + 3 * N + rows, mask=rmask, other=0.0) * c
+            s, pos, neg = _tile(Q, K, yq, yk, rows, cols, r_hi, M, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M,
+                                BLOCK_N, BLOCK_D, BLOCK_K)
+            lse, w, g = _row_weights(STATS, GRAD, rows, rmask, N)
+            q = _load_rows(Q, rows, r_hi, dims, D)  # (BM, BD)
             dk += tl.dot(tl.trans(_ds(s, pos, neg, lse, w, g)), q, input_precision=PRECISION)  # (BN, BM) x (BM, BD)
-        out = dk  # q held 1/t already
+        out = dk * inv_t
         cmask = (cols[:, None] < M) & (dims[None, :] < D)
         if EXCLUDE_SELF:  # rows and columns are one set: return one gradient, d/dq + d/dk
             out += tl.load(DQ + cols[:, None] * D + dims[None, :], mask=cmask & (split == 0), other=0.0)
         tl.store(DK + split * M * D + cols[:, None] * D + dims[None, :], out, mask=cmask)
 
 
-def _configs(d: int) -> list[dict[str, int]]:
-    """Tile shapes to try, fastest first: the whole embedding in one tile (``d`` padded to a power of two)."""
+def _configs(d: int, kernel: str) -> list[dict[str, int]]:
+    """Tile shapes to try for ``kernel``, fastest first (the whole embedding, padded to a power of two, per tile).
+
+    For 256-d embeddings the first shapes are the ones ptxas compiles without register spills for sm_90 (checked
+    ahead of time on a CPU machine, see ``tests/losses/test_infonce_triton.py``): products over 32-wide slices of
+    the embedding, and narrow tiles for the gradient kernels, whose accumulators hold whole rows.
+    """
     block_d = max(16, triton.next_power_of_2(d))
-    wide = block_d > 128  # 256-d embeddings: narrower tiles keep q, k and the accumulator within shared memory
+    wide = block_d > 128
     if _INTERPRET:
-        return [{"BLOCK_M": 64, "BLOCK_N": 32 if wide else 64, "BLOCK_D": block_d}]
-    tiles = ([(64, 32, 8, 2), (32, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)] if wide else
-             [(64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)])
-    return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "num_warps": w, "num_stages": st}
-            for bm, bn, w, st in tiles]
+        return [{"BLOCK_M": 64, "BLOCK_N": 32 if wide else 64, "BLOCK_D": block_d, "BLOCK_K": min(16, block_d)}]
+    if not wide:
+        tiles = [(64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)]
+    elif kernel == "grad_rows":  # (BM, BN): BM rows accumulate dq (BM x 256)
+        tiles = [(32, 16, 8, 1), (32, 32, 8, 1), (16, 16, 4, 1)]
+    elif kernel == "grad_cols":  # BN columns accumulate dk (BN x 256)
+        tiles = [(16, 32, 8, 1), (32, 16, 8, 1), (16, 16, 4, 1)]
+    else:  # forward passes: the 172 KB of the first shape fit an H100, the second an A100 (163 KiB)
+        tiles = [(64, 32, 8, 2), (64, 32, 8, 1), (32, 32, 4, 1), (16, 16, 4, 1)]
+    return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "BLOCK_K": min(32, block_d), "num_warps": w,
+             "num_stages": st} for bm, bn, w, st in tiles]
 
 
 _CHOSEN: dict[tuple[str, int, bool], dict[str, int]] = {}  # the first tile shape that fits, per kernel and width
@@ -340,7 +363,7 @@ def _launch(name: str, kernel: Any, grid: Any, d: int, *args: Any, exclude_self:
     A shape that does not fit fails before the kernel runs, so retrying is safe.
     """
     key = (name, d, exclude_self)
-    candidates = [_CHOSEN[key]] if key in _CHOSEN else _configs(d)
+    candidates = [_CHOSEN[key]] if key in _CHOSEN else _configs(d, name)
     for i, cfg in enumerate(candidates):
         try:
             kernel[grid(cfg)](*args, EXCLUDE_SELF=exclude_self, PRECISION=PRECISION, **cfg)

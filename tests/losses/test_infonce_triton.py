@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,9 @@ def test_tile_shapes_that_do_not_fit_fall_back_to_smaller_ones(monkeypatch) -> N
     monkeypatch.setattr(infonce_triton, "_CHOSEN", {})
     grid = lambda cfg: (triton.cdiv(100, cfg["BLOCK_M"]),)  # noqa: E731
     infonce_triton._launch("fake", FakeKernel(), grid, 256, exclude_self=True)
-    assert launched == [((4,), 32, 2)]  # (64, 32) did not fit; (32, 32) with two stages did
+    assert launched == [((4,), 32, 1)]  # both (64, 32) shapes did not fit; (32, 32) did
     infonce_triton._launch("fake", FakeKernel(), grid, 256, exclude_self=True)
-    assert launched[-1] == ((4,), 32, 2) and len(launched) == 2  # remembered: no second failed try
+    assert launched[-1] == ((4,), 32, 1) and len(launched) == 2  # remembered: no second failed try
     with pytest.raises(OutOfResources):
         infonce_triton._launch("fake", FakeKernel(), grid, 4096, exclude_self=True)  # nothing fits
 
@@ -94,3 +95,69 @@ def test_kernels_that_fail_their_check_leave_the_loss_on_pytorch(monkeypatch) ->
     monkeypatch.setattr(infonce_triton, "triton_infonce", lambda z, y, *a, **k: z.sum() * 0)  # a wrong result
     with pytest.warns(RuntimeWarning, match="failed their check"):
         assert infonce_triton._self_test(torch.device("cpu")) is False
+
+
+# Shared memory per block that Triton allows (bytes): the H100's limit is the one its launch error reported.
+_SHARED_LIMIT = {80: 166912, 90: 232448}
+_POINTERS = {"Q", "K", "STATS", "PART", "GRAD", "DQ", "DK"}
+
+
+def _compile(kernel, consts: dict, options: dict, arch: int):
+    """Ahead-of-time compilation for an NVIDIA GPU (no GPU needed: Triton ships ptxas)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    signature = {}
+    for name in kernel.arg_names:
+        signature[name] = ("constexpr" if name in consts else "*i64" if name in ("YQ", "YK") else
+                           "*fp32" if name in _POINTERS else "fp32" if name == "inv_t" else "i32")
+    return triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", arch, 32), options=options)
+
+
+def _spill_bytes(compiled) -> int:
+    import re
+
+    import triton
+
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(compiled.asm["ptx"])
+        f.flush()
+        out = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", f.name, "-o", os.devnull],
+                             capture_output=True, text=True, check=True)
+    found = re.search(r"(\d+) bytes spill stores", out.stdout + out.stderr)
+    assert found, out.stdout + out.stderr
+    return int(found.group(1))
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_kernels_compile_for_ampere_and_hopper_within_shared_memory(arch: int) -> None:
+    """Every kernel builds for sm_80 / sm_90 with a tile shape that fits the device's shared memory; on sm_90 the
+    first shape fits (no fallback) and, for 256-d embeddings, spills no registers (ptxas -v)."""
+    pytest.importorskip("triton")
+    from contrastseg.losses import infonce_triton
+
+    if not (Path(infonce_triton.triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
+        pytest.skip("this Triton has no bundled ptxas")
+    kernels = {"forward": infonce_triton._forward_kernel, "lse_split": infonce_triton._lse_split_kernel,
+               "loss_split": infonce_triton._loss_split_kernel, "grad_rows": infonce_triton._grad_rows_kernel,
+               "grad_cols": infonce_triton._grad_cols_kernel}
+    for d in (256, 64):
+        for name, kernel in kernels.items():
+            configs = infonce_triton._configs(d, name)
+            for i, cfg in enumerate(configs):
+                consts = {"EXCLUDE_SELF": True, "PRECISION": infonce_triton.PRECISION,
+                          **{k: v for k, v in cfg.items() if k.startswith("BLOCK")}}
+                compiled = _compile(kernel, consts, {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]},
+                                    arch)
+                if compiled.metadata.shared <= _SHARED_LIMIT[arch]:
+                    break
+            else:
+                pytest.fail(f"{name} (d={d}): no tile shape fits sm_{arch}'s shared memory")
+            if arch == 90:
+                assert i == 0, f"{name} (d={d}): the first tile shape needs {compiled.metadata.shared} B on sm_90"
+                if d == 256:
+                    assert _spill_bytes(compiled) == 0, f"{name}: register spills with {cfg}"
+    finalize = _compile(infonce_triton._finalize_kernel, {"BLOCK": 256}, {"num_warps": 4}, arch)
+    assert finalize.metadata.shared <= _SHARED_LIMIT[arch]
