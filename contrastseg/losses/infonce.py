@@ -35,6 +35,7 @@ _BLOCK_ELEMENTS = 1 << 23  # similarity entries per row block (32 MiB of float32
 # 1.37 against 1.69 ms), PyTorch's cuBLAS products from 1690 x 1690 (2.9M, 2.13 against 2.64 ms) upwards; the
 # kernels run one program per 64 rows, which leaves most of the GPU idle on large sets.
 TRITON_MAX_SIMILARITIES = 1_500_000
+BACKENDS = ("auto", "triton", "torch")
 # Every line below is a kernel launch on a GPU, and at the paper's anchor counts (a few thousand) launches, not
 # arithmetic, bound the loss's time: the functions here are written for few launches (in-place updates, masks
 # applied by multiplication, the temperature folded into one operand, one block when it fits).
@@ -178,6 +179,12 @@ def supervised_infonce(
         return _BlockwiseInfoNCE.apply(z_rows, labels, z_cols, y_cols, 1.0 / temperature, exclude_self, block)
 
 
+def check_backend(backend: str) -> None:
+    """Raise ``ValueError`` unless ``backend`` is one of :data:`BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """``"triton"`` or ``"torch"`` for ``backend`` on ``device``; a clear error for an impossible request.
 
@@ -185,8 +192,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         backend: ``"auto"``, ``"triton"`` or ``"torch"``.
         device: where the embeddings are.
     """
-    if backend not in ("auto", "triton", "torch"):
-        raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+    check_backend(backend)
     if backend == "auto":
         return "triton" if infonce_triton.available(device) else "torch"
     if backend == "triton" and not infonce_triton.available(device):

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from contrastseg.errors import AnchorLimitError
 from contrastseg.losses.distributed import gather_anchor_sets
-from contrastseg.losses.infonce import l2_normalize, supervised_infonce
+from contrastseg.losses.infonce import check_backend, l2_normalize, supervised_infonce
 from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
 __all__ = ["ContrastiveLossOutput", "MultiScaleContrastiveLoss", "PresampledAnchors", "downsample_labels"]
@@ -114,8 +114,7 @@ class MultiScaleContrastiveLoss(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        if backend not in ("auto", "triton", "torch"):
-            raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
+        check_backend(backend)
         self.backend = backend
         if sampling not in ("balanced", "all"):
             raise ValueError(f"sampling must be 'balanced' or 'all', got {sampling!r}")
