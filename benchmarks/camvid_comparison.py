@@ -63,34 +63,49 @@ def train(jobs: list[tuple[str, int]], root: str, out: Path, extra: list[str], p
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     pending, running, records = list(jobs), {}, []
-    while pending or running:
-        while pending and len(running) < parallel:
-            arm, seed = pending.pop(0)
-            log = (out / f"{run_name(arm, seed)}.log").open("w")
-            proc = subprocess.Popen(_command(arm, seed, root, out, extra), cwd=REPO, stdout=log,
-                                    stderr=subprocess.STDOUT, text=True)
-            running[proc] = (arm, seed, time.perf_counter(), log)
-        late = deadline_s is not None and time.perf_counter() - start > deadline_s
-        stopped = {proc for proc in running if late and proc.poll() is None}
-        for proc in stopped:
-            proc.send_signal(signal.SIGTERM)  # all at once: each saves last.ckpt and flushes its logs
-        for proc in list(running):
-            if late or proc.poll() is not None:
-                code = proc.wait()
-                arm, seed, began, log = running.pop(proc)
-                log.close()
-                records.append({"arm": arm, "seed": seed, "name": run_name(arm, seed), "returncode": code,
-                                "stopped": proc in stopped, "wall_s": time.perf_counter() - began})
-                print(f"{arm:>13} seed {seed}: {'stopped at the deadline' if proc in stopped else f'exit {code}'} "
-                      f"after {records[-1]['wall_s'] / 60:.1f} min", flush=True)
-                (out / "runs.json").write_text(json.dumps(records, indent=2))
-                if code != 0 and proc not in stopped:
-                    tail = (out / f"{run_name(arm, seed)}.log").read_text()[-4000:]
-                    raise RuntimeError(f"{arm} seed {seed} failed (exit {code}):\n{tail}")
-        if late:
-            pending.clear()
-        time.sleep(1.0)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                arm, seed = pending.pop(0)
+                log = (out / f"{run_name(arm, seed)}.log").open("w")
+                proc = subprocess.Popen(_command(arm, seed, root, out, extra), cwd=REPO, stdout=log,
+                                        stderr=subprocess.STDOUT, text=True)
+                running[proc] = (arm, seed, time.perf_counter(), log)
+            late = deadline_s is not None and time.perf_counter() - start > deadline_s
+            stopped = {proc for proc in running if late and proc.poll() is None}
+            for proc in stopped:
+                proc.send_signal(signal.SIGTERM)  # all at once: each saves last.ckpt and flushes its logs
+            for proc in list(running):
+                if late or proc.poll() is not None:
+                    code = _wait(proc)
+                    arm, seed, began, log = running.pop(proc)
+                    log.close()
+                    records.append({"arm": arm, "seed": seed, "name": run_name(arm, seed), "returncode": code,
+                                    "stopped": proc in stopped, "wall_s": time.perf_counter() - began})
+                    print(f"{arm:>13} seed {seed}: {'stopped at the deadline' if proc in stopped else f'exit {code}'} "
+                          f"after {records[-1]['wall_s'] / 60:.1f} min", flush=True)
+                    (out / "runs.json").write_text(json.dumps(records, indent=2))
+                    if code != 0 and proc not in stopped:
+                        tail = (out / f"{run_name(arm, seed)}.log").read_text()[-4000:]
+                        raise RuntimeError(f"{arm} seed {seed} failed (exit {code}):\n{tail}")
+            if late:
+                pending.clear()
+            time.sleep(1.0)
+    finally:  # a failed run (or Ctrl-C) must not leave the others training on the GPU
+        for proc, (*_, log) in running.items():
+            proc.terminate()
+            _wait(proc)
+            log.close()
     return records
+
+
+def _wait(proc: subprocess.Popen, timeout: float = 60.0) -> int:
+    """Exit code of ``proc``, killed if it has not ended ``timeout`` seconds after being asked to."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def validated_epochs(run_dir: Path) -> dict[int, dict[str, float]]:
@@ -99,9 +114,10 @@ def validated_epochs(run_dir: Path) -> dict[int, dict[str, float]]:
     if not files:
         raise FileNotFoundError(f"no metrics.csv under {run_dir}")
     epochs: dict[int, dict[str, float]] = {}
-    for row in csv.DictReader(files[-1].open()):
-        if row.get("val/mIoU"):
-            epochs[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k.startswith("val/") and v}
+    with files[-1].open() as f:
+        for row in csv.DictReader(f):
+            if row.get("val/mIoU"):
+                epochs[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k.startswith("val/") and v}
     return epochs
 
 

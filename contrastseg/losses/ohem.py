@@ -45,7 +45,8 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 25
         prob = picked.exp()  # (B, H, W)
         kth = torch.kthvalue(prob[valid], min(min_kept, n - 1) + 1).values  # p_(min_kept), 0-based rank min(.., N-1)
         keep = valid & (prob < torch.clamp(kth, min=thresh))
-    return (nll * keep).sum() / keep.sum().clamp_min(1)  # an empty selection is an exact, connected 0
+    # where, not a product: a non-finite loss at an unkept pixel must not reach the sum (0 * inf is NaN)
+    return torch.where(keep, nll, 0.0).sum() / keep.sum().clamp_min(1)  # an empty selection: exact, connected 0
 
 
 class OhemCrossEntropy(CrossEntropy):
