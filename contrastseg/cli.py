@@ -189,9 +189,44 @@ def expand_configs(argv: Sequence[str]) -> list[str]:
             out.append(arg)
             i += 1
             continue
-        for f in files:
+        for f in _drop_replaced_init_args(files):
             out += ["--config", f]
     return _apply_term_overrides(out, overrides) if overrides else out
+
+
+def _class_nodes(tree: object, keys: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
+    """``(key path, class_path)`` of every mapping with a ``class_path`` in a config, outside lists."""
+    if not isinstance(tree, dict):
+        return []
+    found = [(keys, tree["class_path"])] if "class_path" in tree else []
+    for key, value in tree.items():
+        found += _class_nodes(value, (*keys, key))
+    return found
+
+
+def _drop_replaced_init_args(files: list[str]) -> list[str]:
+    """The configs of one ``extends`` chain, where a later file's new ``class_path`` starts from that class's defaults.
+
+    jsonargparse keeps the earlier ``init_args`` of a node that the new class also accepts: ``optimizer:
+    {class_path: torch.optim.Adam, init_args: {lr: 1.0e-4}}`` over the defaults' SGD would silently inherit SGD's
+    ``weight_decay: 5.0e-4``. A config that names another class means that class as written, so the earlier files'
+    ``init_args`` of that node are dropped (only the files that change are passed as YAML text instead of a path).
+    """
+    trees = [yaml.safe_load(Path(f).read_text() if f.endswith((".yaml", ".yml")) else f) or {} for f in files]
+    edited = [False] * len(files)
+    for i, later in enumerate(trees):
+        for keys, new_class in _class_nodes(later):
+            current = None  # the class in effect at this node as the earlier files are applied
+            for j in range(i):
+                node = trees[j]
+                for key in keys:
+                    node = node.get(key) if isinstance(node, dict) else None
+                if not isinstance(node, dict):
+                    continue
+                current = node.get("class_path", current)
+                if current != new_class and node.pop("init_args", None) is not None:
+                    edited[j] = True
+    return [yaml.safe_dump(tree, sort_keys=False) if changed else f for f, tree, changed in zip(files, trees, edited)]
 
 
 def _one_line(err: BaseException) -> str:

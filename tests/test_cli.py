@@ -174,3 +174,20 @@ def test_two_process_ddp_fast_dev_run_with_contrastive_terms(tmp_path: Path) -> 
                   f"--trainer.default_root_dir={tmp_path}", timeout=280)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "GLOBAL_RANK: 1" in result.stderr + result.stdout
+
+
+def test_a_new_class_in_a_later_file_does_not_inherit_the_old_class_options(tmp_path: Path, capsys) -> None:
+    (tmp_path / "base.yaml").write_text(
+        "extends: " + str(REPO / "experiments" / "_defaults.yaml") + "\n"
+        "model:\n  optimizer:\n    class_path: torch.optim.SGD\n    init_args: {lr: 0.01, weight_decay: 0.1}\n")
+    (tmp_path / "adam.yaml").write_text(
+        "extends: base.yaml\nmodel:\n  optimizer:\n    class_path: torch.optim.Adam\n    init_args: {lr: 0.001}\n")
+    (tmp_path / "sgd.yaml").write_text("extends: base.yaml\nmodel:\n  optimizer:\n    init_args: {lr: 0.5}\n")
+    resolved = {}
+    for name in ("adam", "sgd"):
+        with pytest.raises(SystemExit):
+            main(["fit", "--config", str(tmp_path / f"{name}.yaml"), "--print_config"])
+        resolved[name] = yaml.safe_load(capsys.readouterr().out)["model"]["optimizer"]
+    assert resolved["adam"]["class_path"] == "torch.optim.Adam"
+    assert resolved["adam"]["init_args"]["lr"] == 0.001 and resolved["adam"]["init_args"]["weight_decay"] == 0
+    assert resolved["sgd"]["init_args"]["lr"] == 0.5 and resolved["sgd"]["init_args"]["weight_decay"] == 0.1  # merged
