@@ -9,8 +9,9 @@ and one term costs three launches (one forward, two backward).
 Per row ``i`` (``lse_i`` = log-sum-exp of ``s_in`` over the negatives ``N(i)``, ``-inf`` when there are none):
 
 * forward, pass 1 over the columns: ``lse_i`` (online, as in flash attention);
-* forward, pass 2: ``L_i = 1/|P(i)| sum_{j in P(i)} softplus(lse_i - s_ij)`` and ``S_i = 1/|P(i)| sum_{j in P(i)}
-  sigmoid(lse_i - s_ij)``, which the backward needs;
+* forward, pass 2, over the column tiles that hold the row tile's positives (found in pass 1; a few tiles, as the
+  sampler groups anchors by class): ``L_i = 1/|P(i)| sum_{j in P(i)} softplus(lse_i - s_ij)`` and
+  ``S_i = 1/|P(i)| sum_{j in P(i)} sigmoid(lse_i - s_ij)``, which the backward needs;
 * backward: ``dL/ds_ij = c * (S_i softmax_{N(i)}(s_i)_j - sigmoid(lse_i - s_ij) / |P(i)| [j in P(i)])`` with
   ``c = grad / N``; one kernel accumulates ``dq = dS k / t`` over column tiles, one ``dk = dS^T q / t`` over row
   tiles (no atomics, so both are deterministic).
@@ -150,25 +151,35 @@ if triton is not None:
     @triton.jit
     def _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-        """Online max ``m`` and ``sum exp(s - m)`` over the negatives among columns ``c_lo..c_hi-1`` (BM,) each."""
+        """Online max ``m`` and ``sum exp(s - m)`` over the negatives among columns ``c_lo..c_hi-1`` (BM,) each,
+        and per row the range ``p_lo..p_hi-1`` of the columns that hold its positives (empty: ``c_hi..c_lo-1``).
+
+        The ranges let the second pass visit only the column tiles that hold positives: anchors come grouped by
+        class (:func:`~contrastseg.losses.sampling.sample_anchor_indices`), so a row tile's positives are one or two
+        classes' runs of columns. For anchors in any other order the ranges are still exact, only wider.
+        """
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
+        p_lo = tl.zeros([BLOCK_M], tl.int32) + c_hi
+        p_hi = tl.zeros([BLOCK_M], tl.int32) + c_lo
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            _, s, pos, neg = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
-                                          BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+            cols, s, pos, neg = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                             BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
             s_neg = tl.where(neg, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s_neg, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no negative yet: avoid -inf - -inf
             l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s_neg - m_safe[:, None]), 1)
             m_i = m_new
-        return m_i, l_i
+            p_lo = tl.minimum(p_lo, tl.min(tl.where(pos, cols[None, :], c_hi), 1))
+            p_hi = tl.maximum(p_hi, tl.max(tl.where(pos, cols[None, :] + 1, c_lo), 1))
+        return m_i, l_i, p_lo, p_hi
 
     @triton.jit
     def _loss_pass(Q, K, yq, YK, rows, lse, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF: tl.constexpr,
                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
                    BLOCK_K: tl.constexpr):
         """Sums over the positives among columns ``c_lo..c_hi-1`` of softplus and sigmoid of ``lse - s``, and
-        their count (BM,) each."""
+        their count (BM,) each (``c_lo..c_hi-1``: a range :func:`_lse_pass` found to hold every positive)."""
         loss = tl.zeros([BLOCK_M], tl.float32)
         sig = tl.zeros([BLOCK_M], tl.float32)
         npos = tl.zeros([BLOCK_M], tl.float32)
@@ -202,13 +213,14 @@ if triton is not None:
     @triton.jit
     def _forward_kernel(Q, K, YQ, YK, STATS, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-        """One program per row tile over all columns: both passes, then the four per-row statistics."""
+        """One program per row tile: pass 1 over all columns, pass 2 over those holding positives, then the four
+        per-row statistics."""
         rows, rmask, yq, _, _, _ = _row_program(YQ, N, M, 1, BLOCK_M, BLOCK_N)
-        m_i, l_i = _lse_pass(Q, K, yq, YK, rows, 0, M, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N,
-                             BLOCK_D, BLOCK_K)
+        m_i, l_i, p_lo, p_hi = _lse_pass(Q, K, yq, YK, rows, 0, M, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M,
+                                         BLOCK_N, BLOCK_D, BLOCK_K)
         lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))  # (BM,)
-        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, 0, M, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M,
-                                     BLOCK_N, BLOCK_D, BLOCK_K)
+        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, tl.min(p_lo, 0), tl.max(p_hi, 0), N, D, inv_t,
+                                     EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
         inv_npos = 1.0 / tl.maximum(npos, 1.0)  # rows without positives contribute 0
         tl.store(STATS + rows, loss * inv_npos, mask=rmask)
         tl.store(STATS + N + rows, lse, mask=rmask)
@@ -216,33 +228,45 @@ if triton is not None:
         tl.store(STATS + 3 * N + rows, sig * inv_npos, mask=rmask)
 
     @triton.jit
-    def _lse_split_kernel(Q, K, YQ, YK, PART, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
+    def _lse_split_kernel(Q, K, YQ, YK, PART, RANGE, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-        """Programs (row tile, column chunk): partial max and sum of the negatives, PART[0:2, split, rows]."""
+        """Programs (row tile, column chunk): partial max and sum of the negatives, PART[0:2, split, rows], and the
+        range of the chunk's columns holding each row's positives, RANGE[0:2, split, rows]."""
         rows, rmask, yq, split, c_lo, c_hi = _row_program(YQ, N, M, SPLITS, BLOCK_M, BLOCK_N)
-        m_i, l_i = _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N,
-                             BLOCK_D, BLOCK_K)
+        m_i, l_i, p_lo, p_hi = _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                         BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
         tl.store(PART + split * N + rows, m_i, mask=rmask)
         tl.store(PART + (SPLITS + split) * N + rows, l_i, mask=rmask)
+        tl.store(RANGE + split * N + rows, p_lo, mask=rmask)
+        tl.store(RANGE + (SPLITS + split) * N + rows, p_hi, mask=rmask)
 
     @triton.jit
-    def _loss_split_kernel(Q, K, YQ, YK, STATS, PART, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
+    def _loss_split_kernel(Q, K, YQ, YK, STATS, PART, RANGE, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                            PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                            BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
         """Programs (row tile, column chunk): lse from all chunks' partials, then this chunk's partial sums of the
-        positives, PART[2:5, split, rows]; chunk 0 also writes lse to STATS[1]."""
+        positives (over its columns holding them, RANGE), PART[2:5, split, rows]; chunk 0 also writes lse to
+        STATS[1]."""
         rows, rmask, yq, split, c_lo, c_hi = _row_program(YQ, N, M, SPLITS, BLOCK_M, BLOCK_N)
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        p_lo = tl.zeros([BLOCK_M], tl.int32) + M  # columns holding the rows' positives, over all chunks
+        p_hi = tl.zeros([BLOCK_M], tl.int32)
         for i in range(0, SPLITS):
             m = tl.maximum(m, tl.load(PART + i * N + rows, mask=rmask, other=float("-inf")))
+            p_lo = tl.minimum(p_lo, tl.load(RANGE + i * N + rows, mask=rmask, other=M))
+            p_hi = tl.maximum(p_hi, tl.load(RANGE + (SPLITS + i) * N + rows, mask=rmask, other=0))
         m_safe = tl.where(m == float("-inf"), 0.0, m)
         total = tl.zeros([BLOCK_M], tl.float32)
         for i in range(0, SPLITS):
             m_i = tl.load(PART + i * N + rows, mask=rmask, other=float("-inf"))
             total += tl.load(PART + (SPLITS + i) * N + rows, mask=rmask, other=0.0) * tl.exp(m_i - m_safe)
         lse = tl.where(total > 0, m + tl.log(total), float("-inf"))
-        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
+        # This chunk's columns that hold positives (the chunks' bounds may differ from the first kernel's, whose
+        # tile shape can differ, so the ranges are combined over all chunks first).
+        p_lo = tl.maximum(tl.min(p_lo, 0), c_lo)
+        p_hi = tl.minimum(tl.max(p_hi, 0), c_hi)
+        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, p_lo, p_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
                                      BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
         tl.store(PART + (2 * SPLITS + split) * N + rows, loss, mask=rmask)
         tl.store(PART + (3 * SPLITS + split) * N + rows, sig, mask=rmask)
@@ -396,10 +420,11 @@ class _TritonInfoNCE(torch.autograd.Function):
                     n, m, d, inv_t, exclude_self=exclude_self)
         else:
             part = torch.empty(5, splits, n, dtype=torch.float32, device=z_rows.device)  # max, sum; loss, sig, npos
+            ranges = torch.empty(2, splits, n, dtype=torch.int32, device=z_rows.device)  # columns holding positives
             grid = lambda c: (triton.cdiv(n, c["BLOCK_M"]), splits)  # noqa: E731
-            _launch("lse_split", _lse_split_kernel, grid, d, *inputs, part, n, m, d, inv_t, splits,
+            _launch("lse_split", _lse_split_kernel, grid, d, *inputs, part, ranges, n, m, d, inv_t, splits,
                     exclude_self=exclude_self)
-            _launch("loss_split", _loss_split_kernel, grid, d, *inputs, stats, part, n, m, d, inv_t, splits,
+            _launch("loss_split", _loss_split_kernel, grid, d, *inputs, stats, part, ranges, n, m, d, inv_t, splits,
                     exclude_self=exclude_self)
             _finalize_kernel[(triton.cdiv(n, 256),)](stats, part, n, splits, BLOCK=256)
         ctx.save_for_backward(z_rows, y_rows, z_cols, y_cols, stats)

@@ -30,7 +30,7 @@ def sample_anchor_indices(
     max_anchors: int = 10000,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Flat pixel indices of the balanced anchor set, grouped by (image, class) pair.
+    """Flat pixel indices of the balanced anchor set, grouped by (class, image) pair.
 
     Args:
         labels: ``(B, h, w)`` integer labels at the embeddings' resolution; values ``< max(256, ignore_index+1)``.
@@ -42,7 +42,9 @@ def sample_anchor_indices(
 
     Returns:
         ``index`` ``(N,)`` into ``labels.flatten()`` and ``anchor_labels`` ``(N,)``, with ``N = V * T``; pairs
-        appear in (image, class) order, each as ``V`` consecutive entries. ``N = 0`` when no pair is present.
+        appear in (class, image) order, each as ``V`` consecutive entries, so every class is one contiguous run
+        (the fused InfoNCE kernels then find an anchor's positives in a few column tiles). ``N = 0`` when no pair
+        is present.
     """
     return sample_anchor_indices_multiscale(
         [labels], ignore_index=ignore_index, min_views_per_class=min_views_per_class,
@@ -73,14 +75,15 @@ def sample_anchor_indices_multiscale(
     """
     device = labels[0].device
     n_values = max(256, ignore_index + 1)
-    n_keys = labels[0].shape[0] * n_values + 1  # per scale: (image, class) pairs, then one bucket for invalid pixels
+    batch = labels[0].shape[0]
+    n_keys = n_values * batch + 1  # per scale: (class, image) pairs, class-major, then one bucket for invalid pixels
     keys, locals_ = [], []
     for s, lab in enumerate(labels):  # a loop over the (few) scales only; Python numbers, no host-device copies
         flat = lab.reshape(-1).long()  # (B, h, w) -> (B*h*w,)
         local = torch.arange(flat.numel(), device=device)  # (B*h*w,) index inside this scale's map
         valid = (flat != ignore_index) & (flat >= 0)
-        pair = torch.where(valid, local // (lab.shape[1] * lab.shape[2]) * n_values + flat, n_keys - 1)
-        keys.append(pair.add_(s * n_keys))  # (B*h*w,) global key: scale, then (image, class) or invalid
+        pair = torch.where(valid, flat * batch + local // (lab.shape[1] * lab.shape[2]), n_keys - 1)
+        keys.append(pair.add_(s * n_keys))  # (B*h*w,) global key: scale, then (class, image) or invalid
         locals_.append(local)
     key, local = torch.cat(keys), torch.cat(locals_)  # (P,) all scales' pixels, scale-major
     n_scales = len(labels)
@@ -112,7 +115,7 @@ def sample_anchor_indices_multiscale(
     pair_first = torch.cumsum(pair_views, 0) - pair_views  # (T,) first output slot of each pair
     rank = torch.arange(n_out, device=device) - torch.repeat_interleave(pair_first, pair_views, output_size=n_out)
     index = local[perm[first + rank]]  # (N,) pixel inside its scale's map
-    anchor_labels = torch.repeat_interleave(pair_keys % n_keys % n_values, pair_views, output_size=n_out)  # (N,)
+    anchor_labels = torch.repeat_interleave(pair_keys % n_keys // batch, pair_views, output_size=n_out)  # (N,)
     return list(zip(index.split(counts_out), anchor_labels.split(counts_out)))
 
 

@@ -111,6 +111,7 @@ def _compile(kernel, consts: dict, options: dict, arch: int):
     signature = {}
     for name in kernel.arg_names:
         signature[name] = ("constexpr" if name in consts else "*i64" if name in ("YQ", "YK") else
+                           "*i32" if name == "RANGE" else
                            "*fp32" if name in _POINTERS else "fp32" if name == "inv_t" else "i32")
     return triton.compile(ASTSource(kernel, signature, consts), target=GPUTarget("cuda", arch, 32), options=options)
 

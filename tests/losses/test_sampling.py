@@ -52,6 +52,7 @@ def test_counts_match_specification(classes: int, max_views: int, max_anchors: i
     for p, c in zip(pix.tolist(), anchor_labels.tolist()):
         got[(p // (h * w), c)] = got.get((p // (h * w), c), 0) + 1
     assert got == {k: v for k in counts}, "every present pair gets exactly V anchors, absent pairs none"
+    assert (anchor_labels[1:] >= anchor_labels[:-1]).all(), "grouped by class (the Triton kernels skip tiles without positives)"
     assert max(len(counts) * v, 0) <= max_anchors
 
 

@@ -30,6 +30,13 @@ def equations() -> None:
         contrast_labels = torch.randint(1, 6, (m,), generator=g)  # class 0 has no positive in the contrast set
         _compare(torch.randn(n, d, generator=g).requires_grad_(), labels,
                  torch.randn(m, d, generator=g).requires_grad_(), contrast_labels, temperature=t)
+    # Anchors grouped by class, as the sampler gives them: pass 2 visits only the column tiles holding positives,
+    # whose ranges here start and end inside tiles, include the last column and differ between row tiles.
+    labels = torch.sort(torch.randint(0, 9, (150,), generator=g)).values
+    labels[-3:] = 9
+    _compare(torch.randn(150, 24, generator=g).requires_grad_(), labels)
+    _compare(torch.randn(150, 24, generator=g).requires_grad_(), labels,
+             torch.randn(97, 24, generator=g).requires_grad_(), torch.sort(torch.randint(2, 11, (97,), generator=g)).values)
     # Anchors without negatives (all one class but one anchor) and a temperature that overflows a naive exp.
     labels = torch.zeros(40, dtype=torch.long)
     labels[7] = 1
