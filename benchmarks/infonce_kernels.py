@@ -6,8 +6,9 @@
 
 The sizes are the anchor sets the balanced sampler draws in the loss benchmark (``N`` rows against ``M``
 columns, 256-d): Cityscapes-like 792/1690/678/370 per scale and 792 x 370, 792 x 678 across scales; ADE20K-like
-6575/6350/3260/815 and 6575 x 815, 6575 x 3260. Each row is one term's forward + backward (median), so the table
-shows where the loss's time goes and which tile shape suits the device.
+6575/6350/3260/815 and 6575 x 815, 6575 x 3260, with labels grouped by class as the sampler orders them. Each row
+is one term's forward + backward (median), so the table shows where the loss's time goes and which tile shape
+suits the device.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ TERMS = {
 def _term(n: int, m: int | None, classes: int, device: str, backend: str):
     g = torch.Generator().manual_seed(0)
     z = torch.randn(n, 256, generator=g).to(device).requires_grad_()
-    y = torch.randint(0, classes, (n,), generator=g).to(device)
+    y = torch.randint(0, classes, (n,), generator=g).sort().values.to(device)  # grouped by class, as sampled
     extra = ()
     if m is not None:
         zc = torch.randn(m, 256, generator=g).to(device).requires_grad_()
-        extra = (zc, torch.randint(0, classes, (m,), generator=g).to(device))
+        extra = (zc, torch.randint(0, classes, (m,), generator=g).sort().values.to(device))
     inputs = [z] + ([extra[0]] if extra else [])
 
     def step():

@@ -13,7 +13,7 @@ temperature, and exactly 0 when ``N(i)`` is empty. The gradient with respect to 
 
 so a custom autograd function processes row blocks forward and recomputes them backward, the way
 memory-efficient attention does: memory is ``O(block x M)`` instead of ``O(N x M)`` kept for autograd. On CUDA the
-same formulas run as fused Triton kernels (:mod:`contrastseg.losses.infonce_triton`): three launches per term and
+same formulas run as fused Triton kernels (:mod:`contrastseg.losses.infonce_triton`): two launches per term and
 no similarity matrix in memory at all.
 """
 

@@ -4,20 +4,23 @@ Why our own kernels: at the paper's anchor counts the PyTorch formulation in :mo
 bound by kernel launches (about 25 per term) and, for ADE20K-sized anchor sets, by memory traffic over the
 ``N x M`` similarities (each elementwise step reads and writes them). These kernels compute the same quantities
 the way flash attention does: tiles of ``s = z_i . z_j / t`` live in registers and are never written to memory,
-and one term costs three launches (one forward, two backward).
+and one term costs two launches: the forward, which also computes the rows' gradient when one is needed, and one
+backward kernel for the columns' gradient.
 
-Per row ``i`` (``lse_i`` = log-sum-exp of ``s_in`` over the negatives ``N(i)``, ``-inf`` when there are none):
+Per row ``i`` (``lse_i`` = log-sum-exp of ``s_in`` over the negatives ``N(i)``, ``-inf`` when there are none),
+with ``dL/ds_ij = c * (S_i softmax_{N(i)}(s_i)_j - sigmoid(lse_i - s_ij) / |P(i)| [j in P(i)])``, ``c = grad / N``:
 
-* forward, pass 1 over the columns: ``lse_i`` (online, as in flash attention);
+* forward, pass 1 over the columns: ``lse_i`` (online, as in flash attention) and, for the gradient,
+  ``sum_{n in N(i)} softmax_{N(i)}(s_i)_n k_n`` (online too);
 * forward, pass 2, over the column tiles that hold the row tile's positives (found in pass 1; a few tiles, as the
-  sampler groups anchors by class): ``L_i = 1/|P(i)| sum_{j in P(i)} softplus(lse_i - s_ij)`` and
-  ``S_i = 1/|P(i)| sum_{j in P(i)} sigmoid(lse_i - s_ij)``, which the backward needs;
-* backward: ``dL/ds_ij = c * (S_i softmax_{N(i)}(s_i)_j - sigmoid(lse_i - s_ij) / |P(i)| [j in P(i)])`` with
-  ``c = grad / N``; one kernel accumulates ``dq = dS k / t`` over column tiles, one ``dk = dS^T q / t`` over row
-  tiles (no atomics, so both are deterministic).
+  sampler groups anchors by class): ``L_i = 1/|P(i)| sum_{j in P(i)} softplus(lse_i - s_ij)``,
+  ``S_i = 1/|P(i)| sum_{j in P(i)} sigmoid(lse_i - s_ij)`` and ``sum_{j in P(i)} sigmoid(lse_i - s_ij) k_j``, which
+  complete ``dq / c``: the rows' gradient is done when the forward is, except for the factor ``c``;
+* backward: one kernel accumulates ``dk = dS^T q / t`` over row tiles (no atomics, so it is deterministic).
 
 With :data:`SPLIT`, a term with few tiles cuts those loops into chunks run by separate programs (partial
-log-sum-exps combined as in split-K attention, partial gradients summed), to fill the GPU.
+log-sum-exps combined as in split-K attention, partial gradients summed), to fill the GPU; the rows' gradient then
+comes from a backward kernel of its own.
 
 The matrix products use ``tf32x3`` (three TF32 tensor-core products, float32 accuracy to about 1e-6): full IEEE
 float32 products on CUDA cores would be several times slower, plain TF32 has a 1e-3 relative error.
@@ -150,9 +153,12 @@ if triton is not None:
 
     @triton.jit
     def _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
+                  WITH_GRAD: tl.constexpr = False):
         """Online max ``m`` and ``sum exp(s - m)`` over the negatives among columns ``c_lo..c_hi-1`` (BM,) each,
         and per row the range ``p_lo..p_hi-1`` of the columns that hold its positives (empty: ``c_hi..c_lo-1``).
+        With ``WITH_GRAD`` also ``sum exp(s - m) k`` over the negatives (BM, BD), rescaled online as flash attention
+        does: divided by the sum, it is the negatives' part of the rows' gradient.
 
         The ranges let the second pass visit only the column tiles that hold positives: anchors come grouped by
         class (:func:`~contrastseg.losses.sampling.sample_anchor_indices`), so a row tile's positives are one or two
@@ -162,36 +168,48 @@ if triton is not None:
         l_i = tl.zeros([BLOCK_M], tl.float32)
         p_lo = tl.zeros([BLOCK_M], tl.int32) + c_hi
         p_hi = tl.zeros([BLOCK_M], tl.int32) + c_lo
+        acc = tl.zeros([BLOCK_M, BLOCK_D if WITH_GRAD else 1], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
             cols, s, pos, neg = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
                                              BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
             s_neg = tl.where(neg, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s_neg, 1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # no negative yet: avoid -inf - -inf
-            l_i = l_i * tl.exp(m_i - m_safe) + tl.sum(tl.exp(s_neg - m_safe[:, None]), 1)
+            alpha = tl.exp(m_i - m_safe)  # (BM,) rescales what was summed under the old max
+            p = tl.exp(s_neg - m_safe[:, None])  # (BM, BN), 0 off the negatives
+            l_i = l_i * alpha + tl.sum(p, 1)
+            if WITH_GRAD:
+                k = _load_rows(K, cols, c_hi, tl.arange(0, BLOCK_D), D)  # (BN, BD)
+                acc = acc * alpha[:, None] + tl.dot(p, k, input_precision=PRECISION)  # (BM, BN) x (BN, BD)
             m_i = m_new
             p_lo = tl.minimum(p_lo, tl.min(tl.where(pos, cols[None, :], c_hi), 1))
             p_hi = tl.maximum(p_hi, tl.max(tl.where(pos, cols[None, :] + 1, c_lo), 1))
-        return m_i, l_i, p_lo, p_hi
+        return m_i, l_i, p_lo, p_hi, acc
 
     @triton.jit
     def _loss_pass(Q, K, yq, YK, rows, lse, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF: tl.constexpr,
                    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                   BLOCK_K: tl.constexpr):
+                   BLOCK_K: tl.constexpr, WITH_GRAD: tl.constexpr = False):
         """Sums over the positives among columns ``c_lo..c_hi-1`` of softplus and sigmoid of ``lse - s``, and
-        their count (BM,) each (``c_lo..c_hi-1``: a range :func:`_lse_pass` found to hold every positive)."""
+        their count (BM,) each (``c_lo..c_hi-1``: a range :func:`_lse_pass` found to hold every positive); with
+        ``WITH_GRAD`` also ``sum sigmoid(lse - s) k`` (BM, BD), the positives' part of the rows' gradient."""
         loss = tl.zeros([BLOCK_M], tl.float32)
         sig = tl.zeros([BLOCK_M], tl.float32)
         npos = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D if WITH_GRAD else 1], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
-            _, s, pos, neg = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
-                                          BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+            cols, s, pos, _ = _column_tile(Q, K, yq, YK, rows, n0, N, c_hi, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                           BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
             x = lse[:, None] - s  # -inf without negatives: softplus 0, sigmoid 0
             softplus = tl.maximum(x, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(x)))
             loss += tl.sum(tl.where(pos, softplus, 0.0), 1)
-            sig += tl.sum(tl.where(pos, tl.sigmoid(x), 0.0), 1)
+            sigmoid = tl.where(pos, tl.sigmoid(x), 0.0)  # (BM, BN)
+            sig += tl.sum(sigmoid, 1)
             npos += tl.sum(pos.to(tl.float32), 1)
-        return loss, sig, npos
+            if WITH_GRAD:
+                k = _load_rows(K, cols, c_hi, tl.arange(0, BLOCK_D), D)  # (BN, BD)
+                acc += tl.dot(sigmoid, k, input_precision=PRECISION)  # (BM, BN) x (BN, BD)
+        return loss, sig, npos, acc
 
     @triton.jit
     def _chunk(extent, BLOCK: tl.constexpr, splits):
@@ -211,21 +229,35 @@ if triton is not None:
         return rows, rmask, yq, split, c_lo, c_hi
 
     @triton.jit
-    def _forward_kernel(Q, K, YQ, YK, STATS, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr, PRECISION: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _forward_kernel(Q, K, YQ, YK, STATS, DQ, N, M, D, inv_t, EXCLUDE_SELF: tl.constexpr,
+                        PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                        BLOCK_K: tl.constexpr, WITH_GRAD: tl.constexpr):
         """One program per row tile: pass 1 over all columns, pass 2 over those holding positives, then the four
-        per-row statistics."""
+        per-row statistics; with ``WITH_GRAD`` also the rows' gradient per unit of ``c = grad / N``, DQ (N, D),
+
+            dq_i / c = (S_i sum_{n in N(i)} softmax_N(i)(s_i)_n k_n - 1/|P(i)| sum_{j in P(i)} sigmoid_ij k_j) / t,
+
+        so the backward needs only the columns' kernel."""
         rows, rmask, yq, _, _, _ = _row_program(YQ, N, M, 1, BLOCK_M, BLOCK_N)
-        m_i, l_i, p_lo, p_hi = _lse_pass(Q, K, yq, YK, rows, 0, M, N, D, inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M,
-                                         BLOCK_N, BLOCK_D, BLOCK_K)
+        m_i, l_i, p_lo, p_hi, acc_neg = _lse_pass(Q, K, yq, YK, rows, 0, M, N, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                                  BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K, WITH_GRAD)
         lse = tl.where(l_i > 0, m_i + tl.log(l_i), float("-inf"))  # (BM,)
-        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, tl.min(p_lo, 0), tl.max(p_hi, 0), N, D, inv_t,
-                                     EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+        dims = tl.arange(0, BLOCK_D)
+        at = DQ + rows[:, None] * D + dims[None, :]
+        dmask = rmask[:, None] & (dims[None, :] < D)
+        if WITH_GRAD:  # parked in DQ during pass 2, which keeps its own accumulator in registers
+            tl.store(at, acc_neg / tl.where(l_i > 0, l_i, 1.0)[:, None], mask=dmask)  # 0 without negatives
+        loss, sig, npos, acc_pos = _loss_pass(Q, K, yq, YK, rows, lse, tl.min(p_lo, 0), tl.max(p_hi, 0), N, D,
+                                              inv_t, EXCLUDE_SELF, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K,
+                                              WITH_GRAD)
         inv_npos = 1.0 / tl.maximum(npos, 1.0)  # rows without positives contribute 0
         tl.store(STATS + rows, loss * inv_npos, mask=rmask)
         tl.store(STATS + N + rows, lse, mask=rmask)
         tl.store(STATS + 2 * N + rows, inv_npos, mask=rmask)
         tl.store(STATS + 3 * N + rows, sig * inv_npos, mask=rmask)
+        if WITH_GRAD:
+            softmax_k = tl.load(at, mask=dmask, other=0.0)  # (BM, BD)
+            tl.store(at, (softmax_k * sig[:, None] - acc_pos) * (inv_npos * inv_t)[:, None], mask=dmask)
 
     @triton.jit
     def _lse_split_kernel(Q, K, YQ, YK, PART, RANGE, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
@@ -234,8 +266,8 @@ if triton is not None:
         """Programs (row tile, column chunk): partial max and sum of the negatives, PART[0:2, split, rows], and the
         range of the chunk's columns holding each row's positives, RANGE[0:2, split, rows]."""
         rows, rmask, yq, split, c_lo, c_hi = _row_program(YQ, N, M, SPLITS, BLOCK_M, BLOCK_N)
-        m_i, l_i, p_lo, p_hi = _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
-                                         BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+        m_i, l_i, p_lo, p_hi, _ = _lse_pass(Q, K, yq, YK, rows, c_lo, c_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                            BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
         tl.store(PART + split * N + rows, m_i, mask=rmask)
         tl.store(PART + (SPLITS + split) * N + rows, l_i, mask=rmask)
         tl.store(RANGE + split * N + rows, p_lo, mask=rmask)
@@ -266,8 +298,8 @@ if triton is not None:
         # tile shape can differ, so the ranges are combined over all chunks first).
         p_lo = tl.maximum(tl.min(p_lo, 0), c_lo)
         p_hi = tl.minimum(tl.max(p_hi, 0), c_hi)
-        loss, sig, npos = _loss_pass(Q, K, yq, YK, rows, lse, p_lo, p_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
-                                     BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
+        loss, sig, npos, _ = _loss_pass(Q, K, yq, YK, rows, lse, p_lo, p_hi, N, D, inv_t, EXCLUDE_SELF, PRECISION,
+                                        BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
         tl.store(PART + (2 * SPLITS + split) * N + rows, loss, mask=rmask)
         tl.store(PART + (3 * SPLITS + split) * N + rows, sig, mask=rmask)
         tl.store(PART + (4 * SPLITS + split) * N + rows, npos, mask=rmask)
@@ -291,9 +323,10 @@ if triton is not None:
         tl.store(STATS + 3 * N + rows, sig * inv_npos, mask=rmask)
 
     @triton.jit
-    def _row_weights(STATS, GRAD, rows, rmask, N):
-        """``lse``, ``w = c/|P(i)|`` and ``g = c S_i`` of the rows (``c = grad / N``, d total / d mean)."""
-        c = tl.load(GRAD) / N
+    def _row_weights(STATS, GRAD, rows, rmask, N, SCALED: tl.constexpr = True):
+        """``lse``, ``w = c/|P(i)|`` and ``g = c S_i`` of the rows (``c = grad / N``, d total / d mean; 1 unless
+        ``SCALED``)."""
+        c = tl.load(GRAD) / N if SCALED else 1.0
         lse = tl.load(STATS + N + rows, mask=rmask, other=0.0)
         w = tl.load(STATS + 2 * N + rows, mask=rmask, other=0.0) * c
         g = tl.load(STATS + 3 * N + rows, mask=rmask, other=0.0) * c
@@ -303,9 +336,10 @@ if triton is not None:
     def _grad_rows_kernel(Q, K, YQ, YK, STATS, GRAD, DQ, N, M, D, inv_t, SPLITS, EXCLUDE_SELF: tl.constexpr,
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
-        """Programs (row tile, column chunk): ``dq`` of the rows from the chunk's columns, DQ[split, rows]."""
+        """Programs (row tile, column chunk): ``dq / c`` of the rows from the chunk's columns, DQ[split, rows] (the
+        split forward's stand-in for the fused forward's gradient)."""
         rows, rmask, yq, split, c_lo, c_hi = _row_program(YQ, N, M, SPLITS, BLOCK_M, BLOCK_N)
-        lse, w, g = _row_weights(STATS, GRAD, rows, rmask, N)
+        lse, w, g = _row_weights(STATS, GRAD, rows, rmask, N, False)
         dims = tl.arange(0, BLOCK_D)
         dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
         for n0 in range(c_lo, c_hi, BLOCK_N):
@@ -321,7 +355,8 @@ if triton is not None:
                           PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                           BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
         """Programs (column tile, row chunk): ``dk`` of the columns from the chunk's rows, DK[split, cols]; with
-        one set (EXCLUDE_SELF) chunk 0 adds the rows' gradient ``DQ``, so DK sums to the whole gradient."""
+        one set (EXCLUDE_SELF) chunk 0 adds the rows' gradient ``DQ`` (per unit of ``c``, as the forward wrote it),
+        so DK sums to the whole gradient."""
         cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(1)
         dims = tl.arange(0, BLOCK_D)
@@ -342,31 +377,36 @@ if triton is not None:
         out = dk * inv_t
         cmask = (cols[:, None] < M) & (dims[None, :] < D)
         if EXCLUDE_SELF:  # rows and columns are one set: return one gradient, d/dq + d/dk
-            out += tl.load(DQ + cols[:, None] * D + dims[None, :], mask=cmask & (split == 0), other=0.0)
+            out += tl.load(DQ + cols[:, None] * D + dims[None, :], mask=cmask & (split == 0), other=0.0) * (
+                tl.load(GRAD) / N)
         tl.store(DK + split * M * D + cols[:, None] * D + dims[None, :], out, mask=cmask)
 
 
 def _configs(d: int, kernel: str) -> list[dict[str, int]]:
     """Tile shapes to try for ``kernel``, fastest first (the whole embedding, padded to a power of two, per tile).
 
-    For 256-d embeddings the first shapes are the ones ptxas compiles without register spills for sm_90 (checked
-    ahead of time on a CPU machine, see ``tests/losses/test_infonce_triton.py``): products over 32-wide slices of
-    the embedding, and narrow tiles for the gradient kernels, whose accumulators hold whole rows.
+    For 64-, 128- and 256-d embeddings the first shapes are ones ptxas compiles without register spills for sm_90
+    (checked ahead of time on a CPU machine, see ``tests/losses/test_infonce_triton.py``): products over 32-wide
+    slices of the embedding, and narrow tiles for the kernels that accumulate whole gradient rows (16-wide slices
+    where the forward also accumulates them). A shape is ``(BLOCK_M, BLOCK_N, num_warps, num_stages[, BLOCK_K])``.
     """
     block_d = max(16, triton.next_power_of_2(d))
     wide = block_d > 128
     if _INTERPRET:
         return [{"BLOCK_M": 64, "BLOCK_N": 32 if wide else 64, "BLOCK_D": block_d, "BLOCK_K": min(16, block_d)}]
-    if not wide:
-        tiles = [(64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1), (16, 16, 4, 1)]
+    if not wide:  # up to 128-d
+        first = {"grad_rows": (64, 32, 4, 2), "forward_grad": (16, 32, 8, 1), "grad_cols": (32, 32, 8, 1)}
+        tiles = [first.get(kernel, (64, 64, 8, 2)), (32, 32, 4, 1), (16, 16, 4, 1)]
     elif kernel == "grad_rows":  # (BM, BN): BM rows accumulate dq (BM x 256)
         tiles = [(32, 16, 8, 1), (32, 32, 8, 1), (16, 16, 4, 1)]
+    elif kernel == "forward_grad":  # the forward with dq: 32-wide slices spill (ptxas: 44 bytes)
+        tiles = [(32, 16, 8, 1, 16), (16, 16, 4, 1, 16)]
     elif kernel == "grad_cols":  # BN columns accumulate dk (BN x 256)
         tiles = [(16, 32, 8, 1), (32, 16, 8, 1), (16, 16, 4, 1)]
     else:  # forward passes: the 172 KB of the first shape fit an H100, the second an A100 (163 KiB)
         tiles = [(64, 32, 8, 2), (64, 32, 8, 1), (32, 32, 4, 1), (16, 16, 4, 1)]
-    return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": block_d, "BLOCK_K": min(32, block_d), "num_warps": w,
-             "num_stages": st} for bm, bn, w, st in tiles]
+    return [{"BLOCK_M": t[0], "BLOCK_N": t[1], "BLOCK_D": block_d, "BLOCK_K": min(t[4] if len(t) > 4 else 32, block_d),
+             "num_warps": t[2], "num_stages": t[3]} for t in tiles]
 
 
 _CHOSEN: dict[tuple[str, int, bool], dict[str, int]] = {}  # the first tile shape that fits, per kernel and width
@@ -386,7 +426,7 @@ def _splits(device: torch.device, parallel: int, parallel_block: int, loop: int,
     return max(1, min(triton.cdiv(loop, loop_block), target // triton.cdiv(parallel, parallel_block)))
 
 
-def _launch(name: str, kernel: Any, grid: Any, d: int, *args: Any, exclude_self: bool) -> None:
+def _launch(name: str, kernel: Any, grid: Any, d: int, *args: Any, exclude_self: bool, **meta: Any) -> None:
     """Launch ``kernel`` on ``grid(tile_config)`` with the first tile shape that fits the device.
 
     The shared memory a tile shape needs depends on the compiler and the device (an H100 has 227 KiB per block,
@@ -397,7 +437,7 @@ def _launch(name: str, kernel: Any, grid: Any, d: int, *args: Any, exclude_self:
     candidates = [_CHOSEN[key]] if key in _CHOSEN else _configs(d, name)
     for i, cfg in enumerate(candidates):
         try:
-            kernel[grid(cfg)](*args, EXCLUDE_SELF=exclude_self, PRECISION=PRECISION, **cfg)
+            kernel[grid(cfg)](*args, EXCLUDE_SELF=exclude_self, PRECISION=PRECISION, **meta, **cfg)
         except OutOfResources:
             if i == len(candidates) - 1:
                 raise
@@ -409,51 +449,54 @@ def _launch(name: str, kernel: Any, grid: Any, d: int, *args: Any, exclude_self:
 class _TritonInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tensor,  # type: ignore[override]
-                inv_t: float, exclude_self: bool) -> Tensor:
+                inv_t: float, exclude_self: bool, with_grad: bool) -> Tensor:
         n, d = z_rows.shape
         m = z_cols.shape[0]
-        stats = torch.empty(4, n, dtype=torch.float32, device=z_rows.device)  # loss_i, lse_i, 1/|P(i)|, S_i
+        device = z_rows.device
+        stats = torch.empty(4, n, dtype=torch.float32, device=device)  # loss_i, lse_i, 1/|P(i)|, S_i
         inputs = (z_rows, z_cols, y_rows, y_cols)
-        splits = _splits(z_rows.device, n, 64, m, 32)
+        splits = _splits(device, n, 64, m, 32)
+        dq = None  # the rows' gradient per unit of grad / N, when the forward computes it
         if splits == 1:
-            _launch("forward", _forward_kernel, lambda c: (triton.cdiv(n, c["BLOCK_M"]),), d, *inputs, stats,
-                    n, m, d, inv_t, exclude_self=exclude_self)
+            dq = torch.empty(n, d, dtype=torch.float32, device=device) if with_grad else None
+            _launch("forward_grad" if with_grad else "forward", _forward_kernel,
+                    lambda c: (triton.cdiv(n, c["BLOCK_M"]),), d, *inputs, stats, stats if dq is None else dq,
+                    n, m, d, inv_t, exclude_self=exclude_self, WITH_GRAD=with_grad)
         else:
-            part = torch.empty(5, splits, n, dtype=torch.float32, device=z_rows.device)  # max, sum; loss, sig, npos
-            ranges = torch.empty(2, splits, n, dtype=torch.int32, device=z_rows.device)  # columns holding positives
+            part = torch.empty(5, splits, n, dtype=torch.float32, device=device)  # max, sum; loss, sig, npos
+            ranges = torch.empty(2, splits, n, dtype=torch.int32, device=device)  # columns holding positives
             grid = lambda c: (triton.cdiv(n, c["BLOCK_M"]), splits)  # noqa: E731
             _launch("lse_split", _lse_split_kernel, grid, d, *inputs, part, ranges, n, m, d, inv_t, splits,
                     exclude_self=exclude_self)
             _launch("loss_split", _loss_split_kernel, grid, d, *inputs, stats, part, ranges, n, m, d, inv_t, splits,
                     exclude_self=exclude_self)
             _finalize_kernel[(triton.cdiv(n, 256),)](stats, part, n, splits, BLOCK=256)
-        ctx.save_for_backward(z_rows, y_rows, z_cols, y_cols, stats)
+        ctx.save_for_backward(z_rows, y_rows, z_cols, y_cols, stats, dq)
         ctx.inv_t, ctx.exclude_self = inv_t, exclude_self
         return stats[0].mean()
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        z_rows, y_rows, z_cols, y_cols, stats = ctx.saved_tensors
+        z_rows, y_rows, z_cols, y_cols, stats, dq = ctx.saved_tensors
         n, d = z_rows.shape
         m = z_cols.shape[0]
         device = z_rows.device
         grad = grad_out.float().contiguous()  # a 0-d tensor read by the kernels: no host sync
         args = (z_rows, z_cols, y_rows, y_cols, stats, grad)
-        row_splits = _splits(device, n, 64, m, 32)
-        dq = torch.empty(row_splits, n, d, dtype=torch.float32, device=device)  # (splits, N, D) partial sums
-        _launch("grad_rows", _grad_rows_kernel, lambda c: (triton.cdiv(n, c["BLOCK_M"]), row_splits), d, *args, dq,
-                n, m, d, ctx.inv_t, row_splits, exclude_self=ctx.exclude_self)
-        dq = dq[0] if row_splits == 1 else dq.sum(0)  # (splits, N, D) -> (N, D)
+        if dq is None:  # the split forward leaves the rows' gradient (per unit of grad / N) to this kernel
+            row_splits = _splits(device, n, 64, m, 32)
+            dq = torch.empty(row_splits, n, d, dtype=torch.float32, device=device)  # (splits, N, D) partial sums
+            _launch("grad_rows", _grad_rows_kernel, lambda c: (triton.cdiv(n, c["BLOCK_M"]), row_splits), d, *args,
+                    dq, n, m, d, ctx.inv_t, row_splits, exclude_self=ctx.exclude_self)
+            dq = dq[0] if row_splits == 1 else dq.sum(0)  # (splits, N, D) -> (N, D)
         col_splits = _splits(device, m, 32, n, 64)
-        # One set and no split: in place, each column tile reads and writes only its own rows of dq.
-        dk = (dq if ctx.exclude_self and col_splits == 1 else
-              torch.empty(col_splits, m, d, dtype=torch.float32, device=device))
+        dk = torch.empty(col_splits, m, d, dtype=torch.float32, device=device)
         _launch("grad_cols", _grad_cols_kernel, lambda c: (triton.cdiv(m, c["BLOCK_N"]), col_splits), d, *args,
                 dq, dk, n, m, d, ctx.inv_t, col_splits, exclude_self=ctx.exclude_self)
-        dk = dk.reshape(col_splits, m, d)[0] if col_splits == 1 else dk.sum(0)  # (splits, M, D) -> (M, D)
-        if ctx.exclude_self:  # one set (z_rows is z_cols): the whole gradient went to the first input
-            return dk, None, None, None, None, None
-        return dq, None, dk, None, None, None
+        dk = dk[0] if col_splits == 1 else dk.sum(0)  # (splits, M, D) -> (M, D)
+        if ctx.exclude_self:  # one set (z_rows is z_cols): the kernel added the rows' part, the whole gradient
+            return dk, None, None, None, None, None, None
+        return dq * (grad / n), None, dk, None, None, None, None
 
 
 def triton_infonce(z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tensor, *, temperature: float,
@@ -473,4 +516,6 @@ def triton_infonce(z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tenso
     """
     z_rows, z_cols = z_rows.contiguous(), z_cols.contiguous()
     y_rows, y_cols = y_rows.contiguous(), y_cols.contiguous()
-    return _TritonInfoNCE.apply(z_rows, y_rows, z_cols, y_cols, 1.0 / temperature, exclude_self)
+    # (ctx.needs_input_grad inside the forward says True under no_grad as well, so decide here.)
+    with_grad = torch.is_grad_enabled() and (z_rows.requires_grad or z_cols.requires_grad)
+    return _TritonInfoNCE.apply(z_rows, y_rows, z_cols, y_cols, 1.0 / temperature, exclude_self, with_grad)

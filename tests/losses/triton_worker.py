@@ -15,6 +15,10 @@ def _compare(anchors, labels, contrast=None, contrast_labels=None, temperature=0
     loss = supervised_infonce(anchors, labels, contrast, contrast_labels, temperature=temperature, backend="triton")
     ref = infonce_loops(anchors, labels, contrast, contrast_labels, temperature=temperature)
     torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the forward without the rows' gradient (another kernel variant)
+        value = supervised_infonce(anchors, labels, contrast, contrast_labels, temperature=temperature,
+                                   backend="triton")
+    torch.testing.assert_close(value, loss.detach(), rtol=1e-6, atol=0.0)
     for got, want in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(ref, inputs)):
         torch.testing.assert_close(got.double(), want.double(), rtol=1e-4, atol=1e-7)
     return loss
