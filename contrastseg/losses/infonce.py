@@ -90,8 +90,11 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
             r1 = min(r0 + block, n)
             s = scaled[r0:r1] @ z_cols.T  # (b, D) x (D, M) -> (b, M)
             same = y_rows[r0:r1, None] == y_cols[None, :]  # (b, M) same class: positives, or the anchor itself
-            lse_b = torch.logsumexp(s.masked_fill(same, float("-inf")), dim=1)  # (b,) over N(i), -inf if empty
-            per_pair = F.softplus(lse_b[:, None] - s).mul_(same)  # (b, M), zero off the positives
+            s_neg = s.masked_fill(same, float("-inf"))  # (b, M)
+            lse_b = torch.logsumexp(s_neg, dim=1)  # (b,) over N(i), -inf if empty
+            # softplus(lse - s), zero off the positives; masked_fill_ with ~same, not a multiplication by it (which
+            # would first convert the mask to float, one more pass over b x M).
+            per_pair = F.softplus(torch.sub(lse_b[:, None], s, out=s_neg)).masked_fill_(~same, 0.0)  # (b, M)
             npos_b = same.sum(dim=1, dtype=torch.float32)  # (b,)
             if exclude_self:  # the anchor itself is not its own positive
                 per_pair[:, r0:r1].diagonal().zero_()
@@ -116,12 +119,13 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
             r1 = min(r0 + block, n)
             s = scaled[r0:r1] @ z_cols.T  # (b, M), recomputed
             same = y_rows[r0:r1, None] == y_cols[None, :]  # (b, M)
-            g_pos = torch.sigmoid(lse[r0:r1, None] - s).mul_(same).mul_(weight[r0:r1, None])  # (b, M)
+            g_pos = torch.sub(lse[r0:r1, None], s).sigmoid_().masked_fill_(~same, 0.0).mul_(weight[r0:r1, None])
             if ctx.exclude_self:
                 g_pos[:, r0:r1].diagonal().zero_()
-            # softmax over N(i), (b, M); a row without negatives has lse -inf (exp gives inf) but is all `same`,
-            # so masked_fill (not a multiplication, which would give NaN) zeroes it entirely.
-            p_neg = torch.exp(s - lse[r0:r1, None]).masked_fill_(same, 0.0)
+            # softmax over N(i), (b, M), in the buffer of s (not needed any more); a row without negatives has lse
+            # -inf (exp gives inf) but is all `same`, so masked_fill (not a multiplication, which would give NaN)
+            # zeroes it entirely.
+            p_neg = s.sub_(lse[r0:r1, None]).exp_().masked_fill_(same, 0.0)
             d_s = p_neg.mul_(g_pos.sum(dim=1, keepdim=True)).sub_(g_pos)  # dL/ds, (b, M)
             grad_rows_parts.append(d_s @ z_cols)  # (b, M) x (M, D) -> (b, D); times 1/t below
             block_cols = d_s.T @ scaled[r0:r1]  # (M, b) x (b, D) -> (M, D), 1/t already in `scaled`
