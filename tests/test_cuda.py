@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("backend", ["torch", "triton", "triton-split"])
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("dim", [32, 256])
-def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int, monkeypatch) -> None:
+@pytest.mark.parametrize("grouped", [False, True])  # True: labels grouped by class, as the sampler orders them
+def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int, grouped: bool, monkeypatch) -> None:
     from contrastseg.losses import infonce_triton
 
     monkeypatch.setattr(infonce_triton, "SPLIT", backend == "triton-split")
@@ -39,6 +40,9 @@ def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int, m
     labels = torch.randint(0, 7, (300,), generator=g)
     contrast = torch.randn(120, dim, generator=g) if cross else None
     contrast_labels = torch.randint(0, 7, (120,), generator=g) if cross else None
+    if grouped:
+        labels = labels.sort().values
+        contrast_labels = contrast_labels.sort().values if cross else None
     inputs = [anchors] + ([contrast] if cross else [])
     cuda_inputs = [x.cuda().requires_grad_() for x in inputs]
     loss = supervised_infonce(cuda_inputs[0], labels.cuda(), cuda_inputs[1] if cross else None,
@@ -48,6 +52,10 @@ def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int, m
     torch.testing.assert_close(loss.double().cpu(), ref, rtol=1e-4, atol=1e-5)
     for got, want in zip(torch.autograd.grad(loss, cuda_inputs), torch.autograd.grad(ref, ref_inputs)):
         torch.testing.assert_close(got.double().cpu(), want, rtol=1e-3, atol=1e-6)
+    with torch.no_grad():  # the Triton forward without the anchors' gradient is another kernel variant
+        value = supervised_infonce(cuda_inputs[0], labels.cuda(), cuda_inputs[1] if cross else None,
+                                   contrast_labels.cuda() if cross else None, backend=backend)
+    torch.testing.assert_close(value, loss.detach(), rtol=1e-6, atol=1e-7)
 
 
 def test_triton_and_torch_backends_agree_on_a_realistic_loss() -> None:
