@@ -332,12 +332,16 @@ class ContrastSegModule(LightningModule):
     # ------------------------------------------------------------------ exact resumption
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Random streams (augmentation, shuffling, anchor sampling) continue where they were after a resume.
+        # Random streams (anchor sampling, dropout, anything drawn in the training step) continue where they were
+        # after a resume. The file holds process 0's streams (Lightning writes it from process 0).
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading still works
             "torch": torch.get_rng_state(), "python": random.getstate(),
             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "cuda": torch.cuda.get_rng_state_all() if cuda else None,
+            "cuda_current": torch.cuda.get_rng_state() if cuda else None,  # the device this process trains on
+            "world_size": self.trainer.world_size if self._trainer is not None else 1,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -345,15 +349,22 @@ class ContrastSegModule(LightningModule):
 
     def on_train_start(self) -> None:
         self._buffer_list = self._buffer_backup = None  # buffers may have moved device or been replaced
-        states = getattr(self, "_pending_rng", None)
-        if states and self.trainer.world_size == 1:  # under DDP each rank's streams differ; they are not saved
-            torch.set_rng_state(states["torch"])
-            kind, keys, pos, has_gauss, gauss = states["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            random.setstate(states["python"])
-            if states.get("cuda") is not None and torch.cuda.is_available():
+        states, self._pending_rng = getattr(self, "_pending_rng", None), None
+        world = self.trainer.world_size
+        if not states or states.get("world_size", 1) != world:  # another number of processes: streams differ
+            return
+        # Under DDP every process continues from process 0's streams. That is exact: Lightning seeds every process
+        # alike (seed_everything) and each draws the same number of values per step (same shapes on every rank),
+        # so all processes' streams are identical (tests/test_resume.py compares a resumed two-process run).
+        torch.set_rng_state(states["torch"])
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(states["python"])
+        if torch.cuda.is_available():
+            if world == 1 and states.get("cuda") is not None:
                 torch.cuda.set_rng_state_all(states["cuda"])
-        self._pending_rng = None
+            elif states.get("cuda_current") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(states["cuda_current"], self.device)
 
     # ------------------------------------------------------------------ optimisation
 

@@ -91,3 +91,20 @@ def test_ckpt_path_last_resumes_the_newest_run_of_the_name(tmp_path: Path) -> No
     expected = values(tmp_path / "whole" / "quickstart_contrastive" / "version_0" / "metrics.csv")
     assert values(runs / "version_0" / "metrics.csv") == expected and any("val/mIoU" in r for r in expected)
     assert (runs / "version_0" / "val_metrics.json").is_file() and (runs / "version_0" / "config.yaml").is_file()
+
+
+@pytest.mark.timeout(600)
+def test_two_process_ddp_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
+    # Two processes (gloo on CPU): every process continues from the saved random streams (process 0's, which
+    # equal every other process's), so the resumed run ends with the uninterrupted run's weights.
+    ddp = ("--trainer.strategy=ddp", "--trainer.devices=2")
+    _cli(tmp_path / "whole", 4, *ddp)
+    _cli(tmp_path / "split", 2, *ddp)
+    _cli(tmp_path / "split", 4, "--ckpt_path=last", *ddp)
+    whole = weights(next((tmp_path / "whole").rglob("last.ckpt")))
+    ckpt = tmp_path / "split" / "quickstart_contrastive" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 4
+    final = weights(ckpt)
+    assert final.keys() == whole.keys()
+    for name, value in whole.items():
+        assert torch.equal(final[name], value), name
