@@ -355,7 +355,9 @@ class ContrastSegModule(LightningModule):
             return
         # Under DDP every process continues from process 0's streams. That is exact: Lightning seeds every process
         # alike (seed_everything) and each draws the same number of values per step (same shapes on every rank),
-        # so all processes' streams are identical (tests/test_resume.py compares a resumed two-process run).
+        # so all processes' streams are identical (tests/test_resume.py compares a resumed two-process run). A model
+        # that draws a data-dependent number of random values would make them differ; they then all continue from
+        # process 0's, still a fresh point of the stream rather than its start.
         torch.set_rng_state(states["torch"])
         kind, keys, pos, has_gauss, gauss = states["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
