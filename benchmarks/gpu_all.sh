@@ -31,7 +31,7 @@ if has loss; then
 fi
 if has losssplit; then
   echo "== contrastive loss, Triton kernels split ($((SECONDS - t0)) s)"
-  timeout 150 python3 -m benchmarks.contrastive_loss --triton-split ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss_split.txt"
+  timeout 150 python3 -m benchmarks.contrastive_loss --triton-split --no-baseline --anchors ${LOSS_SPLIT_ARGS:-} 2>&1 | tee "$out/contrastive_loss_split.txt"
 fi
 if has kernels; then
   echo "== InfoNCE kernels ($((SECONDS - t0)) s)"
