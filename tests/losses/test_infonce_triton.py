@@ -137,15 +137,16 @@ def test_kernels_compile_for_ampere_and_hopper_within_shared_memory(arch: int) -
     """Every kernel builds for sm_80 / sm_90 with a tile shape that fits the device's shared memory; on sm_90 the
     first shape fits (no fallback) and spills no registers (ptxas -v)."""
     pytest.importorskip("triton")
-    from contrastseg.losses import infonce_triton
+    from contrastseg.losses import infonce_kernels, infonce_triton
 
     if not (Path(infonce_triton.triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas").exists():
         pytest.skip("this Triton has no bundled ptxas")
-    kernels = {"forward": (infonce_triton._forward_kernel, {"WITH_GRAD": False}),
-               "forward_grad": (infonce_triton._forward_kernel, {"WITH_GRAD": True}),
-               "lse_split": (infonce_triton._lse_split_kernel, {}),
-               "loss_split": (infonce_triton._loss_split_kernel, {}),
-               "grad_rows": (infonce_triton._grad_rows_kernel, {}), "grad_cols": (infonce_triton._grad_cols_kernel, {})}
+    kernels = {"forward": (infonce_kernels._forward_kernel, {"WITH_GRAD": False}),
+               "forward_grad": (infonce_kernels._forward_kernel, {"WITH_GRAD": True}),
+               "lse_split": (infonce_kernels._lse_split_kernel, {}),
+               "loss_split": (infonce_kernels._loss_split_kernel, {}),
+               "grad_rows": (infonce_kernels._grad_rows_kernel, {}),
+               "grad_cols": (infonce_kernels._grad_cols_kernel, {})}
     for d in (256, 128, 64):
         for name, (kernel, meta) in kernels.items():
             configs = infonce_triton._configs(d, name)
@@ -161,5 +162,5 @@ def test_kernels_compile_for_ampere_and_hopper_within_shared_memory(arch: int) -
             if arch == 90:
                 assert i == 0, f"{name} (d={d}): the first tile shape needs {compiled.metadata.shared} B on sm_90"
                 assert _spill_bytes(compiled) == 0, f"{name} (d={d}): register spills with {cfg}"
-    finalize = _compile(infonce_triton._finalize_kernel, {"BLOCK": 256}, {"num_warps": 4}, arch)
+    finalize = _compile(infonce_kernels._finalize_kernel, {"BLOCK": 256}, {"num_warps": 4}, arch)
     assert finalize.metadata.shared <= _SHARED_LIMIT[arch]
