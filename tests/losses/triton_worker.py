@@ -86,6 +86,23 @@ if __name__ == "__main__":
         equations()
         degenerate()
         multiscale()
+    # The tile shapes a GPU compiles first (the interpreter's default is one shape for all): same results.
+    interpreter_configs = infonce_triton._configs
+
+    def gpu_first(d: int, kernel: str) -> list[dict]:
+        infonce_triton._INTERPRET = False
+        try:
+            return interpreter_configs(d, kernel)[:1]
+        finally:
+            infonce_triton._INTERPRET = True
+
+    infonce_triton._configs = gpu_first
+    for split, programs in [(False, None), (True, 8)]:
+        infonce_triton.SPLIT, infonce_triton.TARGET_PROGRAMS = split, programs
+        infonce_triton._CHOSEN.clear()
+        equations()
+    infonce_triton._configs, infonce_triton.SPLIT = interpreter_configs, False
+    infonce_triton._CHOSEN.clear()
     assert infonce_triton._self_test(torch.device("cpu")), "the first-use check passes on working kernels"
     with torch.inference_mode():  # also when the first call comes from an evaluation
         assert infonce_triton._self_test(torch.device("cpu"))
