@@ -1,7 +1,7 @@
 """Eq. 1-2 alone at the anchor counts of the loss benchmark: the fused Triton kernels against the PyTorch path.
 
     python -m benchmarks.infonce_kernels                      # CUDA: both backends, the default tiles
-    python -m benchmarks.infonce_kernels --tiles 32,32,4,2 64,64,8,1   # also try tiles BM,BN,warps,stages first
+    python -m benchmarks.infonce_kernels --tiles 64,32,8,3 forward_grad=32,16,8,2,16   # also these tile shapes
     python -m benchmarks.infonce_kernels --split               # also the split kernels (infonce_triton.SPLIT)
 
 The sizes are the anchor sets the balanced sampler draws in the loss benchmark (``N`` rows against ``M``
@@ -52,7 +52,9 @@ def _term(n: int, m: int | None, classes: int, device: str, backend: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--tiles", nargs="*", default=[], help="extra Triton tiles BLOCK_M,BLOCK_N,num_warps,num_stages")
+    parser.add_argument("--tiles", nargs="*", default=[],
+                        help="extra Triton tiles [KERNEL=]BLOCK_M,BLOCK_N,num_warps,num_stages[,BLOCK_K]: for every "
+                             "kernel, or for one (forward, forward_grad, grad_cols, ...)")
     parser.add_argument("--split", action="store_true", help="also time the kernels with infonce_triton.SPLIT on")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -72,14 +74,16 @@ def main() -> None:
                 infonce_triton._CHOSEN.clear()
                 infonce_triton.SPLIT = tiles == "split"
                 if tiles not in (None, "split"):  # this tile shape first, the defaults as fallbacks if it does not fit
-                    bm, bn, warps, stages = (int(v) for v in tiles.split(","))
-                    infonce_triton._configs = lambda d, kernel, bm=bm, bn=bn, w=warps, st=stages: [
-                        default(d, kernel)[0] | {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st},
-                        *default(d, kernel)]
+                    only, _, spec = tiles.rpartition("=")  # "grad_cols=16,32,8,2": that kernel only
+                    bm, bn, warps, stages, *bk = (int(v) for v in spec.split(","))
+                    shape = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages,
+                             **({"BLOCK_K": bk[0]} if bk else {})}
+                    infonce_triton._configs = lambda d, kernel, shape=shape, only=only: (
+                        [default(d, kernel)[0] | shape] if only in ("", kernel) else []) + default(d, kernel)
                 step, clear = _term(n, m, classes, "cuda", backend)
                 ms = timed(step, "cuda", args.repeats, warmup=2, before=clear)[0] * 1000
                 infonce_triton._configs, infonce_triton.SPLIT = default, False
-                used = {k[0]: tuple(v[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
+                used = {k[0]: tuple(v[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "BLOCK_K"))
                         for k, v in infonce_triton._CHOSEN.items()}
                 if backend == "triton" and n == terms[0][0] and m is None:
                     print(f"<!-- {tiles or 'default'}: tiles used {used} -->", flush=True)
