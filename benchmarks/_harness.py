@@ -13,11 +13,14 @@ import torch
 
 
 def timed(step: Callable[[], Any], device: str, repeats: int, *, warmup: int = 1,
-          before: Callable[[], Any] | None = None) -> tuple[float, float]:
+          before: Callable[[], Any] | None = None, consecutive: int = 1) -> tuple[float, float]:
     """Median seconds of ``step`` over ``repeats`` and the peak memory (MiB) it adds above the state before.
 
     CUDA: ``max_memory_allocated`` above the allocation before timing. CPU: peak resident-set growth of this
     process, so call it in a fresh process (:func:`in_fresh_process`) for a number that is the step's own.
+    ``consecutive``: each repeat times that many steps back to back (the device is synchronised around them, not
+    between them) and counts their mean, as in a training loop, where the host queues the next step while the
+    device still runs the last one and a host synchronisation inside a step costs that overlap.
     """
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -36,9 +39,10 @@ def timed(step: Callable[[], Any], device: str, repeats: int, *, warmup: int = 1
             before()
         sync()
         t0 = time.perf_counter()
-        step()
+        for _ in range(consecutive):
+            step()
         sync()
-        times.append(time.perf_counter() - t0)
+        times.append((time.perf_counter() - t0) / consecutive)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
     return statistics.median(times), max(peak, 0) / 2**20

@@ -99,6 +99,28 @@ def test_contrastive_term_after_prepare_never_synchronises() -> None:
     assert syncs == []
 
 
+def test_presample_queues_the_draw_without_waiting_for_the_device() -> None:
+    """presample() queues the draw and the copy of its size; the anchors equal a synchronous draw's."""
+    from contrastseg.losses.sampling import sample_anchor_indices_multiscale
+
+    labels = _imbalanced_labels(4, 128, 192, 19, seed=5).cuda()
+    loss = MultiScaleContrastiveLoss()
+    loss.presample(labels, strides=(4, 8, 16, 32)).pending.resolve()  # warm-up (pinned memory, kernels)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ahead = loss.presample(labels, strides=(4, 8, 16, 32), generator=torch.Generator("cuda").manual_seed(0))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert [str(c.message) for c in caught if "synchroniz" in str(c.message).lower()] == []
+    now = sample_anchor_indices_multiscale([labels[:, ::s, ::s] for s in (4, 8, 16, 32)],
+                                           generator=torch.Generator("cuda").manual_seed(0))
+    for (index, anchor_labels), (want_index, want_labels) in zip(ahead.drawn.values(), now):
+        assert torch.equal(index, want_index) and torch.equal(anchor_labels, want_labels) and len(index) > 0
+
+
 def test_sampler_on_cuda_matches_specification_with_one_host_sync() -> None:
     labels = _imbalanced_labels(4, 48, 64, 19, seed=3)
     b, h, w = labels.shape

@@ -13,7 +13,9 @@ from torch import Tensor, nn
 from contrastseg.errors import AnchorLimitError
 from contrastseg.losses.distributed import gather_anchor_sets
 from contrastseg.losses.infonce import check_backend, l2_normalize, supervised_infonce
-from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
+from contrastseg.losses.sampling import (
+    PendingAnchors, draw_anchor_indices_multiscale, gather_pixels, sample_anchor_indices_multiscale,
+)
 
 __all__ = ["ContrastiveLossOutput", "MultiScaleContrastiveLoss", "PresampledAnchors", "downsample_labels"]
 
@@ -56,12 +58,17 @@ class PresampledAnchors(NamedTuple):
     Attributes:
         labels: the ``(B, H, W)`` labels they were drawn from.
         sizes: ``(h, w)`` of the label map of every used scale.
-        drawn: per used scale, flat pixel ``index`` and ``anchor_labels``.
+        pending: the queued draw of the used scales, in ascending order.
     """
 
     labels: Tensor
     sizes: dict[int, tuple[int, ...]]
-    drawn: dict[int, tuple[Tensor, Tensor]]
+    pending: PendingAnchors
+
+    @property
+    def drawn(self) -> dict[int, tuple[Tensor, Tensor]]:
+        """Per used scale, flat pixel ``index`` and ``anchor_labels`` (reading them waits for the draw)."""
+        return dict(zip(self.sizes, self.pending.resolve()))
 
 
 class MultiScaleContrastiveLoss(nn.Module):
@@ -148,13 +155,15 @@ class MultiScaleContrastiveLoss(nn.Module):
 
     def presample(self, labels: Tensor, *, strides: Sequence[int],
                   generator: torch.Generator | None = None) -> PresampledAnchors | None:
-        """Draw the balanced anchors from the labels alone, before the model's forward pass.
+        """Queue the draw of the balanced anchors from the labels alone, before the model's forward pass.
 
-        Sampling needs one host synchronisation (the anchor count sizes the output). Called before the forward
-        pass, it waits only for the labels; inside the loss, after the forward was queued, it would wait for the
-        whole forward and leave the device idle while the loss's kernels are launched. Pass the result to
-        :meth:`forward`; it is used when the feature maps have the sizes ``labels[:, ::s, ::s]`` assumed here
-        (otherwise the loss samples again).
+        Sampling needs one host synchronisation (the anchor count sizes the output). Drawn inside the loss, after
+        the forward was queued, it would wait for the whole forward and leave the device idle while the loss's
+        kernels are launched; drawn before the forward, it would drain the device's queue (the previous step's
+        backward) and leave the device idle while the forward is launched. Here the draw is queued and its count
+        copied to the host without waiting; :meth:`forward` reads it, after the model's forward pass was queued
+        behind the sampler. Pass the result to :meth:`forward`; it is used when the feature maps have the sizes
+        ``labels[:, ::s, ::s]`` assumed here (otherwise the loss samples again).
 
         Args:
             labels: ``(B, H, W)`` labels at input resolution.
@@ -169,9 +178,9 @@ class MultiScaleContrastiveLoss(nn.Module):
             return None
         scales = self.used_scales
         labels_at = [labels[:, ::strides[s], ::strides[s]] for s in scales]  # (B, H, W) -> (B, ceil(H/s), ceil(W/s))
-        drawn = sample_anchor_indices_multiscale(labels_at, generator=generator, **self.sampling)
+        pending = draw_anchor_indices_multiscale(labels_at, generator=generator, **self.sampling)
         return PresampledAnchors(labels=labels, sizes={s: tuple(lab.shape[-2:]) for s, lab in zip(scales, labels_at)},
-                                 drawn=dict(zip(scales, drawn)))
+                                 pending=pending)
 
     def forward(
         self, embeddings: Sequence[Tensor], labels: Tensor, *, strides: Sequence[int] | None = None,
@@ -205,7 +214,7 @@ class MultiScaleContrastiveLoss(nn.Module):
             for s in scales:
                 anchors[s] = gather_anchor_sets(embeddings[s], labels_at[s], generator=generator, **self.sampling)
         else:  # every scale in one call: one host sync and two sorts for all of them
-            drawn = ([presampled.drawn[s] for s in scales] if presampled is not None else
+            drawn = (presampled.pending.resolve() if presampled is not None else  # the used scales, ascending
                      sample_anchor_indices_multiscale([labels_at[s] for s in scales], generator=generator,
                                                       **self.sampling))
             for s, (index, anchor_labels) in zip(scales, drawn):

@@ -7,8 +7,10 @@ is the smallest pixel count of a present pair; ``V = min(K, max_views_per_class)
 
 The implementation never loops over images, classes or pairs: pair sizes come from one ``scatter_add`` over a
 fixed-size table, a random permutation inside every pair comes from two sorts, and the ``V`` first pixels of every
-pair are read at computed offsets. One host synchronisation reads ``(T, K)``, which the output size needs; the
-multi-scale loss samples all its scales in one call, so one sync and one pair of sorts serve every scale.
+pair are read at computed offsets. One host synchronisation reads ``(T, V)``, which the output size needs; the
+multi-scale loss samples all its scales in one call, so one sync and one pair of sorts serve every scale, and in
+training it queues the draw before the model's forward pass and reads ``(T, V)`` after it
+(:func:`draw_anchor_indices_multiscale`), so that the sync does not drain the device's queue.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["gather_pixels", "sample_anchor_indices", "sample_anchor_indices_multiscale", "sample_balanced_anchors"]
+__all__ = ["PendingAnchors", "draw_anchor_indices_multiscale", "gather_pixels", "sample_anchor_indices",
+           "sample_anchor_indices_multiscale", "sample_balanced_anchors"]
 
 
 def sample_anchor_indices(
@@ -63,7 +66,8 @@ def sample_anchor_indices_multiscale(
     """:func:`sample_anchor_indices` for several scales at once: one host sync and two sorts for all of them.
 
     Each scale is sampled exactly as if alone (its own ``T``, ``K`` and ``V``; caps per scale); only the
-    random stream differs from separate calls.
+    random stream differs from separate calls. ``draw_anchor_indices_multiscale(...).resolve()``: see there for
+    drawing without waiting for the device.
 
     Args:
         labels: one ``(B, h_s, w_s)`` label map per scale (same ``B``).
@@ -72,6 +76,73 @@ def sample_anchor_indices_multiscale(
 
     Returns:
         Per scale, ``index`` into that scale's ``labels[s].flatten()`` and ``anchor_labels``.
+    """
+    return draw_anchor_indices_multiscale(
+        labels, ignore_index=ignore_index, min_views_per_class=min_views_per_class,
+        max_views_per_class=max_views_per_class, max_anchors=max_anchors, generator=generator).resolve()
+
+
+class PendingAnchors:
+    """A balanced draw whose device work is queued and whose size is on its way to the host.
+
+    Made by :func:`draw_anchor_indices_multiscale`; :meth:`resolve` finishes it.
+    """
+
+    def __init__(self, *, host: Tensor, ready: torch.cuda.Event | None, batch: int, n_keys: int, local: Tensor, starts: Tensor,
+                 v_dev: Tensor, perm: Tensor, pair_order: Tensor) -> None:
+        self._host, self._ready, self._batch, self._n_keys = host, ready, batch, n_keys
+        self._local, self._starts, self._v_dev, self._perm, self._pair_order = local, starts, v_dev, perm, pair_order
+        self._result: list[tuple[Tensor, Tensor]] | None = None
+
+    def resolve(self) -> list[tuple[Tensor, Tensor]]:
+        """Per scale, ``index`` and ``anchor_labels`` (as :func:`sample_anchor_indices_multiscale`).
+
+        Reads ``T`` and ``V`` of every scale, which waits for the device only if it has not yet run the sampler's
+        kernels (they were queued before anything that came after the draw), then queues the indexing.
+        """
+        if self._result is not None:
+            return self._result
+        if self._ready is not None:
+            self._ready.synchronize()  # the copy of (T, V) has landed in pinned host memory
+        host = self._host.tolist()
+        n_scales = len(host) // 2
+        pairs_per_scale, views = host[:n_scales], host[n_scales:]
+        counts_out = [t_s * v for t_s, v in zip(pairs_per_scale, views)]
+        n_out, n_pairs = sum(counts_out), sum(pairs_per_scale)
+        device = self._local.device
+        if n_out == 0:
+            empty = torch.empty(0, dtype=torch.long, device=device)
+            self._result = [(empty, empty) for _ in range(n_scales)]
+            return self._result
+        pair_keys = self._pair_order[:n_pairs]  # (T,) present keys, ascending
+        pair_views = self._v_dev[pair_keys // self._n_keys]  # (T,) V of each pair's scale
+        first = torch.repeat_interleave(self._starts[pair_keys], pair_views, output_size=n_out)  # (N,)
+        pair_first = torch.cumsum(pair_views, 0) - pair_views  # (T,) first output slot of each pair
+        rank = torch.arange(n_out, device=device) - torch.repeat_interleave(pair_first, pair_views, output_size=n_out)
+        index = self._local[self._perm[first + rank]]  # (N,) pixel inside its scale's map
+        classes = pair_keys % self._n_keys // self._batch  # (T,)
+        anchor_labels = torch.repeat_interleave(classes, pair_views, output_size=n_out)  # (N,)
+        self._result = list(zip(index.split(counts_out), anchor_labels.split(counts_out)))
+        return self._result
+
+
+def draw_anchor_indices_multiscale(
+    labels: Sequence[Tensor],
+    *,
+    ignore_index: int = 255,
+    min_views_per_class: int = 5,
+    max_views_per_class: int = 2500,
+    max_anchors: int = 10000,
+    generator: torch.Generator | None = None,
+) -> PendingAnchors:
+    """Queue the balanced draw of every scale without waiting for the device; ``.resolve()`` gives the anchors.
+
+    Everything that does not depend on the anchor count is queued here (pair sizes, ``T`` and ``V``, the random
+    order inside every pair), and ``T`` and ``V`` start their copy to pinned host memory. Called before a model's
+    forward pass and resolved after it was queued, the one host synchronisation of the sampler then waits only for
+    the device to reach the sampler's kernels, while the forward pass is already waiting in the queue behind them.
+
+    Args and the drawn anchors: as :func:`sample_anchor_indices_multiscale`.
     """
     device = labels[0].device
     n_values = max(256, ignore_index + 1)
@@ -95,28 +166,22 @@ def sample_anchor_indices_multiscale(
     per_scale = present.view(n_scales, n_keys)
     t = per_scale.sum(1)  # (S,) present pairs per scale
     k = torch.where(per_scale, counts.view(n_scales, n_keys), torch.iinfo(torch.long).max).amin(1)  # (S,)
-    # V per scale, computed on the device so that it is there for the indexing below (0: nothing sampled fairly).
+    # V per scale, computed on the device so that it is there for the indexing (0: nothing sampled fairly).
     v_dev = torch.clamp_max(k, max_views_per_class)
     v_dev = torch.where(v_dev * t > max_anchors, max_anchors // t.clamp_min(1), v_dev).mul_(t > 0)  # (S,)
-    host = torch.cat([t, v_dev]).tolist()  # the one host sync: T_s and V_s of every scale
-    pairs_per_scale, views = host[:n_scales], host[n_scales:]
-    counts_out = [t_s * v for t_s, v in zip(pairs_per_scale, views)]
-    n_out, n_pairs = sum(counts_out), sum(pairs_per_scale)
-    if n_out == 0:
-        empty = torch.empty(0, dtype=torch.long, device=device)
-        return [(empty, empty) for _ in labels]
+    sizes = torch.cat([t, v_dev])  # (2S,) T_s and V_s of every scale: the numbers the host needs
+    ready = None
+    if sizes.is_cuda:  # start the copy now, into pinned memory (non_blocking), and mark when it has landed
+        sizes = sizes.to("cpu", non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
     # A uniformly random order inside every key: shuffle all pixels, then stable-sort by key.
     noise = torch.rand(key.shape, generator=generator, device=device)
     perm = torch.argsort(noise)
     perm = perm[torch.argsort(key[perm], stable=True)]  # (P,) pixels grouped by key, random within a key
-    pair_keys = torch.argsort((~present).to(torch.uint8), stable=True)[:n_pairs]  # (T,) present keys, ascending
-    pair_views = v_dev[pair_keys // n_keys]  # (T,) V of each pair's scale
-    first = torch.repeat_interleave(starts[pair_keys], pair_views, output_size=n_out)  # (N,)
-    pair_first = torch.cumsum(pair_views, 0) - pair_views  # (T,) first output slot of each pair
-    rank = torch.arange(n_out, device=device) - torch.repeat_interleave(pair_first, pair_views, output_size=n_out)
-    index = local[perm[first + rank]]  # (N,) pixel inside its scale's map
-    anchor_labels = torch.repeat_interleave(pair_keys % n_keys // batch, pair_views, output_size=n_out)  # (N,)
-    return list(zip(index.split(counts_out), anchor_labels.split(counts_out)))
+    pair_order = torch.argsort((~present).to(torch.uint8), stable=True)  # (S*n_keys,) present keys first, ascending
+    return PendingAnchors(host=sizes, ready=ready, batch=batch, n_keys=n_keys, local=local, starts=starts,
+                          v_dev=v_dev, perm=perm, pair_order=pair_order)
 
 
 def sample_balanced_anchors(

@@ -107,18 +107,23 @@ def test_bf16_autocast_matches_float32() -> None:
 
 
 def test_training_draws_anchors_from_the_labels_before_the_forward_pass(monkeypatch) -> None:
-    from contrastseg.losses import multiscale
+    from contrastseg.losses import multiscale, sampling
 
     module = _module().train()
     events = []
-    real = multiscale.sample_anchor_indices_multiscale
+    real_sample, real_draw = multiscale.sample_anchor_indices_multiscale, multiscale.draw_anchor_indices_multiscale
+    real_resolve = sampling.PendingAnchors.resolve
     monkeypatch.setattr(multiscale, "sample_anchor_indices_multiscale",
-                        lambda *a, **k: events.append("sample") or real(*a, **k))
+                        lambda *a, **k: events.append("sample") or real_sample(*a, **k))
+    monkeypatch.setattr(multiscale, "draw_anchor_indices_multiscale",
+                        lambda *a, **k: events.append("draw") or real_draw(*a, **k))
+    monkeypatch.setattr(sampling.PendingAnchors, "resolve", lambda self: events.append("resolve") or real_resolve(self))
     module.net.register_forward_hook(lambda *_: events.append("forward"))
     batch = {"image": torch.randn(2, 3, 128, 192), "mask": _labels(h=128, w=192)}
     loss = module.training_step(batch, 0)
-    assert events == ["sample", "forward"]  # one draw, before the forward, and the loss used it
+    # One draw, queued before the forward pass; its size is read (the host sync) only after the forward was queued.
+    assert events == ["draw", "forward", "resolve"]
     assert torch.isfinite(loss) and module.losses[1]._presampled is None
     events.clear()
     module.losses[1](module(batch["image"]), batch["mask"])  # called without prepare(): samples inside
-    assert events == ["forward", "sample"]
+    assert events == ["forward", "sample", "resolve"]
