@@ -80,8 +80,8 @@ class LossTerm(nn.Module):
         """Work that needs only the labels ``(B, H, W)``, run before the model's forward pass in training.
 
         The module calls it with the batch's labels and then calls :meth:`forward` with the same tensor. Override
-        for label-only work that synchronises with the host (such as sizing the anchor set), so it waits for a short
-        device queue instead of for the whole forward pass.
+        for label-only work that the host must wait for (such as sizing the anchor set): queued here, it is done by
+        the time :meth:`forward` needs it, without the host waiting for the model's forward pass.
         """
 
     def main_and_aux(self, loss_fn: Callable[[Tensor, Tensor], Tensor], output: SegOutput, target: Tensor,

@@ -147,7 +147,8 @@ class MultiScaleContrast(LossTerm):
         return [proj(features[s]) for proj, s in zip(self.projectors, self.stages)]
 
     def prepare(self, target: Tensor) -> None:
-        """Draw this batch's anchors from the labels ``(B, H, W)`` before the forward pass (one host sync)."""
+        """Queue the draw of this batch's anchors from the labels ``(B, H, W)`` before the forward pass; the
+        forward reads its size (the sampler's one host sync) after the model's forward pass was queued."""
         if self.loss is not None and self.training:
             self._presampled = self.loss.presample(target, strides=self.strides)
 
