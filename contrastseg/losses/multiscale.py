@@ -244,8 +244,11 @@ class MultiScaleContrastiveLoss(nn.Module):
         return ContrastiveLossOutput(total=total, per_scale=per_scale, cross_scale=cross_scale)
 
     def _all_labelled(self, labels_s: Tensor, scale: int) -> Tensor:
-        """Flat indices of every labelled pixel, or :class:`AnchorLimitError` above ``all_max_anchors``."""
-        index = (labels_s.reshape(-1) != self.sampling["ignore_index"]).nonzero()[:, 0]  # (N,)
+        """Flat indices of every labelled pixel, grouped by class (as the balanced sampler groups its anchors, for
+        the fused kernels), or :class:`AnchorLimitError` above ``all_max_anchors``."""
+        flat = labels_s.reshape(-1)  # (B*h*w,)
+        index = (flat != self.sampling["ignore_index"]).nonzero()[:, 0]  # (N,)
+        index = index[torch.argsort(flat[index], stable=True)]  # (N,) by class, raster order within a class
         n = index.numel()
         if n > self.all_max_anchors:
             gib = 3 * 4 * n * n / 2**30  # float32 similarities, exponentials and gradients of a dense N x N

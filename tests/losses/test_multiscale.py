@@ -144,6 +144,9 @@ def test_sampling_all_uses_every_labelled_pixel_and_has_a_hard_cap() -> None:
     rows = emb.permute(0, 2, 3, 1).reshape(-1, 8)[valid]  # (B, D, h, w) -> (N, D): every labelled pixel
     ref = _dense_infonce(rows, labels.reshape(-1)[valid], t=0.1)
     assert torch.allclose(out.total, ref)
+    index = loss._all_labelled(labels, 0)
+    assert sorted(index.tolist()) == valid.nonzero()[:, 0].tolist()  # every labelled pixel once
+    assert (labels.reshape(-1)[index].diff() >= 0).all()  # grouped by class
     capped = MultiScaleContrastiveLoss(scale_weights=(1.0,), cross_scale_pairs=(), cross_scale_weights=(),
                                        sampling="all", all_max_anchors=10)
     with pytest.raises(AnchorLimitError, match=r"28 labelled pixels as anchors \(all_max_anchors=10\)"):
