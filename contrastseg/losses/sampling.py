@@ -88,8 +88,8 @@ class PendingAnchors:
     Made by :func:`draw_anchor_indices_multiscale`; :meth:`resolve` finishes it.
     """
 
-    def __init__(self, *, host: Tensor, ready: torch.cuda.Event | None, batch: int, n_keys: int, local: Tensor, starts: Tensor,
-                 v_dev: Tensor, perm: Tensor, pair_order: Tensor) -> None:
+    def __init__(self, *, host: Tensor, ready: torch.cuda.Event | None, batch: int, n_keys: int, local: Tensor,
+                 starts: Tensor, v_dev: Tensor, perm: Tensor, pair_order: Tensor) -> None:
         self._host, self._ready, self._batch, self._n_keys = host, ready, batch, n_keys
         self._local, self._starts, self._v_dev, self._perm, self._pair_order = local, starts, v_dev, perm, pair_order
         self._result: list[tuple[Tensor, Tensor]] | None = None
@@ -123,6 +123,7 @@ class PendingAnchors:
         classes = pair_keys % self._n_keys // self._batch  # (T,)
         anchor_labels = torch.repeat_interleave(classes, pair_views, output_size=n_out)  # (N,)
         self._result = list(zip(index.split(counts_out), anchor_labels.split(counts_out)))
+        self._local = self._starts = self._perm = self._pair_order = None  # per-pixel buffers, no longer needed
         return self._result
 
 
