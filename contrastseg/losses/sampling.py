@@ -16,6 +16,7 @@ training it queues the draw before the model's forward pass and reads ``(T, V)``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,32 +55,22 @@ def sample_anchor_indices(
         max_views_per_class=max_views_per_class, max_anchors=max_anchors, generator=generator)[0]
 
 
-def sample_anchor_indices_multiscale(
-    labels: Sequence[Tensor],
-    *,
-    ignore_index: int = 255,
-    min_views_per_class: int = 5,
-    max_views_per_class: int = 2500,
-    max_anchors: int = 10000,
-    generator: torch.Generator | None = None,
-) -> list[tuple[Tensor, Tensor]]:
+def sample_anchor_indices_multiscale(labels: Sequence[Tensor], **options: Any) -> list[tuple[Tensor, Tensor]]:
     """:func:`sample_anchor_indices` for several scales at once: one host sync and two sorts for all of them.
 
     Each scale is sampled exactly as if alone (its own ``T``, ``K`` and ``V``; caps per scale); only the
-    random stream differs from separate calls. ``draw_anchor_indices_multiscale(...).resolve()``: see there for
-    drawing without waiting for the device.
+    random stream differs from separate calls. The same as ``draw_anchor_indices_multiscale(...).resolve()``
+    (see there for drawing without waiting for the device).
 
     Args:
         labels: one ``(B, h_s, w_s)`` label map per scale (same ``B``).
-        ignore_index, min_views_per_class, max_views_per_class, max_anchors, generator: as in
-            :func:`sample_anchor_indices`.
+        **options: ``ignore_index``, ``min_views_per_class``, ``max_views_per_class``, ``max_anchors``,
+            ``generator``, as in :func:`sample_anchor_indices`.
 
     Returns:
         Per scale, ``index`` into that scale's ``labels[s].flatten()`` and ``anchor_labels``.
     """
-    return draw_anchor_indices_multiscale(
-        labels, ignore_index=ignore_index, min_views_per_class=min_views_per_class,
-        max_views_per_class=max_views_per_class, max_anchors=max_anchors, generator=generator).resolve()
+    return draw_anchor_indices_multiscale(labels, **options).resolve()
 
 
 class PendingAnchors:
@@ -143,7 +134,14 @@ def draw_anchor_indices_multiscale(
     forward pass and resolved after it was queued, the one host synchronisation of the sampler then waits only for
     the device to reach the sampler's kernels, while the forward pass is already waiting in the queue behind them.
 
-    Args and the drawn anchors: as :func:`sample_anchor_indices_multiscale`.
+    Args:
+        labels: one ``(B, h_s, w_s)`` label map per scale (same ``B``).
+        ignore_index, min_views_per_class, max_views_per_class, max_anchors, generator: as in
+            :func:`sample_anchor_indices`.
+
+    Returns:
+        The queued draw; its ``resolve()`` gives, per scale, ``index`` into ``labels[s].flatten()`` and
+        ``anchor_labels``.
     """
     device = labels[0].device
     n_values = max(256, ignore_index + 1)
