@@ -171,7 +171,8 @@ def draw_anchor_indices_multiscale(
     sizes = torch.cat([t, v_dev])  # (2S,) T_s and V_s of every scale: the numbers the host needs
     ready = None
     if sizes.is_cuda:  # start the copy now, into pinned memory (non_blocking), and mark when it has landed
-        sizes = sizes.to("cpu", non_blocking=True)
+        host = torch.empty(sizes.shape, dtype=sizes.dtype, pin_memory=True)  # pinned: the copy does not block
+        sizes = host.copy_(sizes, non_blocking=True)
         ready = torch.cuda.Event()
         ready.record()
     # A uniformly random order inside every key: shuffle all pixels, then stable-sort by key.
