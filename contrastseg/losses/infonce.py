@@ -38,7 +38,7 @@ TRITON_MAX_SIMILARITIES = 1_500_000
 BACKENDS = ("auto", "triton", "torch")
 # Every line below is a kernel launch on a GPU, and at the paper's anchor counts (a few thousand) launches, not
 # arithmetic, bound the loss's time: the functions here are written for few launches (in-place updates, masks
-# applied by multiplication, the temperature folded into one operand, one block when it fits).
+# applied with masked_fill_, the temperature folded into one operand, one block when it fits).
 
 
 class _L2Normalize(torch.autograd.Function):
