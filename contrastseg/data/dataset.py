@@ -18,10 +18,18 @@ __all__ = ["SegmentationDataset", "build_lut", "default_palette", "read_image", 
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB with OpenCV; :class:`DataError` names a corrupt file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Decode an image file to ``(H, W, 3)`` uint8 RGB with OpenCV; :class:`DataError` names a corrupt file.
+
+    Decoded from the file's bytes with ``cv2.imdecode``, which rejects a JPEG cut short: ``cv2.imread`` returns
+    one with the missing rows grey and only prints a warning that names no file, so it would train silently.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"cannot read image {path} ({err.strerror or err})") from err
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
-        raise DataError(f"cannot decode image {path} (missing, corrupt or not an image)")
+        raise DataError(f"cannot decode image {path} (corrupt, truncated or not an image)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -154,7 +162,8 @@ class SegmentationDataset(Dataset):
             index: item index.
 
         Returns:
-            Train ids ``0..C-1`` and ``ignore_index``, uint8 (int32 when the ignore index does not fit a byte).
+            Train ids ``0..C-1`` and ``ignore_index``, uint8 (int32 when a class or the ignore index does not
+            fit a byte).
         """
         mask_path = self.pairs[index][1]
         mask = read_mask(mask_path)
@@ -166,7 +175,7 @@ class SegmentationDataset(Dataset):
                 raise DataError(f"raw label value {values[0]} in {mask_path} is not a known {type(self).__name__} "
                                 f"label (unknown values: {values[:10]})")
         check_mask_values(mask, self.num_classes, self.ignore_index, str(mask_path))
-        return mask.astype(np.uint8 if self.ignore_index < 256 else np.int32)
+        return mask.astype(np.uint8 if max(self.num_classes - 1, self.ignore_index) < 256 else np.int32)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask = self.load(index)

@@ -51,6 +51,27 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
         FolderDataset(tmp_path, "train", num_classes=3)[0]
 
 
+def test_truncated_jpeg_is_named(tmp_path: Path) -> None:
+    """A JPEG cut short is an error naming the file (``cv2.imread`` would fill the missing rows with grey)."""
+    _write(tmp_path, "train", ["a"])
+    (tmp_path / "train" / "a.png").unlink()
+    noise = np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    data = cv2.imencode(".jpg", noise)[1].tobytes()
+    (tmp_path / "train" / "a.jpg").write_bytes(data[: len(data) * 9 // 10])
+    with pytest.raises(DataError, match="cannot decode image .*a.jpg"):
+        FolderDataset(tmp_path, "train", num_classes=3)[0]
+
+
+def test_labels_above_255_keep_their_value(tmp_path: Path) -> None:
+    """With more than 256 classes, 16-bit labels are not cut to a byte (300 stays 300, not 44)."""
+    _write(tmp_path, "train", ["a"])
+    mask = np.zeros((20, 30), np.uint16)
+    mask[5:10, 5:10] = 300
+    cv2.imwrite(str(tmp_path / "trainannot" / "a.png"), mask)
+    values = FolderDataset(tmp_path, "train", num_classes=400)[0]["mask"].unique().tolist()
+    assert values == [0, 300]
+
+
 def test_label_outside_classes_names_value_and_file(tmp_path: Path) -> None:
     _write(tmp_path, "train", ["a"], label_value=7)
     with pytest.raises(DataError, match="label value 7 in .*trainannot/a.png is outside 0..2"):
