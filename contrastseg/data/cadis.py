@@ -89,7 +89,7 @@ class CaDISDataset(SegmentationDataset):
 
     def label_lut(self) -> np.ndarray:
         # Raw classes 0..35 are known; those outside the task map to 255, anything else is an error.
-        return build_lut({**{c: 255 for c in range(36)}, **self.mapping}, default=-1, size=256)
+        return build_lut({**{c: 255 for c in range(36)}, **self.mapping}, default=-1)
 
     @property
     def video_of(self) -> list[int]:

@@ -35,6 +35,7 @@ class CityscapesDataset(SegmentationDataset):
                     "human": (11, 12), "vehicle": (13, 14, 15, 16, 17, 18)}
     layout = "ROOT/leftImg8bit/{split}/{city}/{stem}_leftImg8bit.png and ROOT/gtFine/{split}/{city}/{stem}_gtFine_labelIds.png"
     splits = ("train", "val", "test")
+    unannotated_splits = ("test",)  # gtFine/test holds dummy annotations (every pixel ignored)
 
     def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:
         images_dir = require_dir(root / "leftImg8bit" / split, self.layout)

@@ -91,6 +91,7 @@ class SegmentationDataset(Dataset):
     layout: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ("train", "val")
     optional_splits: ClassVar[tuple[str, ...]] = ()  # splits a complete copy of the dataset may lack
+    unannotated_splits: ClassVar[tuple[str, ...]] = ()  # splits whose official labels are all ignore
     strict_pairs: ClassVar[bool] = True
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,13 +19,29 @@ def _mask_loader(dataset: Dataset) -> Callable[[int], np.ndarray]:
     return lambda i: np.asarray(dataset[i]["mask"])  # any dataset of {"image", "mask"} items
 
 
+def _cache_key(dataset: Dataset) -> str | None:
+    """What identifies a dataset's labels: its ``cache_key`` attribute, or each label file with its size and
+    modification time plus the raw-to-train lookup table; ``None`` (no cache) for anything else."""
+    key = getattr(dataset, "cache_key", None)
+    if key is None and getattr(dataset, "pairs", None):
+        files = [(str(p[1]), *((st := Path(p[1]).stat()).st_size, st.st_mtime_ns)) for p in dataset.pairs]
+        lut = getattr(dataset, "lut", None)
+        lut_hash = hashlib.sha1(np.ascontiguousarray(lut).tobytes()).hexdigest() if lut is not None else None
+        key = (files, lut_hash, getattr(dataset, "ignore_index", None))
+    return None if key is None else hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+
+
 def cached_per_image(dataset: Dataset, kind: str, num_classes: int, compute: Callable[[np.ndarray], np.ndarray],
                      *, cache_dir: str | Path | None = None, load_mask: Callable[[int], np.ndarray] | None = None,
                      dtype: type = np.int64) -> np.ndarray:
     """``(N, C)`` array, row ``i`` = ``compute(mask_i)``; cached as ``<kind>-<dataset>-<C>-<hash>.npy``.
 
-    The cache key hashes the dataset's label file list (its length for datasets without files), so a changed
-    dataset is recomputed. Without ``cache_dir`` the cache goes to ``~/.cache/contrastseg``. Written atomically.
+    The cache key hashes what determines the labels: for a dataset of files (``pairs``), every label file's path,
+    size and modification time and the raw-to-train lookup table, so a changed or relabelled dataset is
+    recomputed; otherwise the dataset's ``cache_key`` attribute (the synthetic dataset's size, seed and split).
+    A dataset with neither is computed every time. Without ``cache_dir`` the cache goes to
+    ``~/.cache/contrastseg``. Written atomically under a name of its own, so processes that compute the same
+    table at once (DDP) do not collide.
 
     Args:
         dataset: a :class:`SegmentationDataset` (masks read alone) or any dataset of ``{"mask": ...}`` items.
@@ -39,19 +56,19 @@ def cached_per_image(dataset: Dataset, kind: str, num_classes: int, compute: Cal
         The ``(N, C)`` table, read from the cache when it exists.
     """
     load = load_mask or _mask_loader(dataset)
-    pairs = getattr(dataset, "pairs", None)
-    key = hashlib.sha1(repr([str(p[1]) for p in pairs] if pairs else len(dataset)).encode()).hexdigest()[:16]
+    key = _cache_key(dataset)
     folder = Path(cache_dir or Path.home() / ".cache" / "contrastseg").expanduser()
     path = folder / f"{kind}-{type(dataset).__name__}-{num_classes}-{key}.npy"
-    if path.is_file():
+    if key is not None and path.is_file():
         return np.load(path)
     table = np.zeros((len(dataset), num_classes), dtype=dtype)
     for i in range(len(dataset)):
         table[i] = compute(load(i))
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, table)
-    tmp.replace(path)  # atomic: a crash never leaves a half-written cache
+    if key is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=path.stem, suffix=".tmp", delete=False) as tmp:
+            np.save(tmp, table)
+        Path(tmp.name).replace(path)  # atomic: a crash never leaves a half-written cache
     return table
 
 

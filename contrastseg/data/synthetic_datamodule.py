@@ -42,6 +42,11 @@ class SyntheticDataset(Dataset):
         self.split, self.num_samples, self.seed, self.transform = split, num_samples, seed, transform
         self.image_size = (int(image_size[0]), int(image_size[1]))
 
+    @property
+    def cache_key(self) -> tuple:
+        """What determines the labels (for cached label statistics)."""
+        return ("synthetic", self.split, self.num_samples, self.image_size, self.seed)
+
     def __len__(self) -> int:
         return self.num_samples
 

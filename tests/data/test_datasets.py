@@ -115,6 +115,16 @@ def test_cadis_tasks_every_raw_class(tmp_path: Path, task: int, classes: int) ->
     assert sorted(set(CaDISDataset(tmp_path, "test", task=task).video_of)) == [2, 12, 22]
 
 
+@pytest.mark.parametrize("raw", [36, 300])
+def test_cadis_unknown_raw_value_is_named(tmp_path: Path, raw: int) -> None:
+    """A raw value beyond the 36 classes, also one a byte cannot hold (16-bit PNG), names the value and file."""
+    _cadis(tmp_path, [0])
+    label = next(tmp_path.glob("Video01/Labels/*.png"))
+    cv2.imwrite(str(label), np.full((8, 12), raw, np.uint16))
+    with pytest.raises(DataError, match=f"raw label value {raw} in .*Video01.*is not a known"):
+        CaDISDataset(tmp_path, "train", task=3)[0]
+
+
 def test_cadis_datamodule_facts_follow_task(tmp_path: Path) -> None:
     _cadis(tmp_path, [0])
     dm = CaDISDataModule(root=str(tmp_path), task=3, num_workers=0)
@@ -215,6 +225,20 @@ def test_check_data_real_camvid_exits_0(camvid_root: Path, capsys: pytest.Captur
     assert check_data_main(["camvid", str(camvid_root), "--num-workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "train: 367 images" in out and "val: 101 images" in out and "test: not present (optional)" in out
+
+
+def test_check_data_accepts_cityscapes_dummy_test_labels(tmp_path: Path) -> None:
+    """The official gtFine/test labels ignore every pixel: no "class never occurs" for that split alone."""
+    for split in ("train", "val", "test"):
+        values = [0] if split == "test" else list(CITYSCAPES_TRAIN_ID)  # labelId 0 (unlabeled) -> 255
+        _pair(tmp_path / "leftImg8bit" / split / "bonn" / "bonn_000001_000019_leftImg8bit.png",
+              tmp_path / "gtFine" / split / "bonn" / "bonn_000001_000019_gtFine_labelIds.png", values)
+    report = check_dataset("cityscapes", str(tmp_path), num_workers=0)
+    assert report.ok, report.problems
+    assert report.images == {"train": 1, "val": 1, "test": 1} and report.pixels["test"].sum() == 0
+    _pair(tmp_path / "leftImg8bit" / "val" / "bonn" / "bonn_000001_000019_leftImg8bit.png",
+          tmp_path / "gtFine" / "val" / "bonn" / "bonn_000001_000019_gtFine_labelIds.png", [0])
+    assert len(check_dataset("cityscapes", str(tmp_path), num_workers=0).problems) == 19  # val is annotated
 
 
 def test_check_data_reports_every_problem(tmp_path: Path) -> None:

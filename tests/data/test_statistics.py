@@ -1,10 +1,13 @@
+import os
+
+import cv2
 import numpy as np
 import pytest
 import torch
 from lightning import Trainer
 
 from contrastseg import ContrastSegModule
-from contrastseg.data import SyntheticDataModule
+from contrastseg.data import FolderDataset, SyntheticDataModule, SyntheticDataset
 from contrastseg.data.statistics import class_pixel_counts, median_frequency_weights
 from contrastseg.errors import ConfigError
 from contrastseg.losses import CrossEntropy
@@ -34,11 +37,44 @@ def test_counts_and_median_frequency_against_a_loop(tmp_path) -> None:
     assert np.allclose(median_frequency_weights(counts), [median / freq[c] for c in range(3)])
 
 
+class _KeyedMasks(_Masks):
+    cache_key = "three masks"
+
+
 def test_counts_are_cached(tmp_path, monkeypatch) -> None:
-    class_pixel_counts(_Masks(MASKS), 3, cache_dir=tmp_path)
-    assert len(list(tmp_path.glob("pixels-_Masks-3-*.npy"))) == 1
+    class_pixel_counts(_KeyedMasks(MASKS), 3, cache_dir=tmp_path)
+    assert [p.name[:19] for p in tmp_path.iterdir()] == ["pixels-_KeyedMasks-"]  # no temporary file left
     monkeypatch.setattr(_Masks, "__getitem__", lambda self, i: pytest.fail("recomputed instead of cached"))
-    assert class_pixel_counts(_Masks(MASKS), 3, cache_dir=tmp_path)[1].tolist() == [0, 1, 5]
+    assert class_pixel_counts(_KeyedMasks(MASKS), 3, cache_dir=tmp_path)[1].tolist() == [0, 1, 5]
+
+
+def test_a_dataset_without_a_key_is_not_cached(tmp_path) -> None:
+    class_pixel_counts(_Masks(MASKS), 3, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_other_synthetic_settings_are_not_served_from_the_cache(tmp_path) -> None:
+    small = class_pixel_counts(SyntheticDataset(num_samples=2, image_size=(64, 64)), 8, cache_dir=tmp_path)
+    large = class_pixel_counts(SyntheticDataset(num_samples=2, image_size=(64, 96), seed=1), 8, cache_dir=tmp_path)
+    assert small.sum() == 2 * 64 * 64 and large.sum() == 2 * 64 * 96
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_relabelled_files_are_recomputed(tmp_path) -> None:
+    """Same label paths, new contents: the key includes each file's size and modification time."""
+    for split in ("train", "trainannot"):
+        (tmp_path / split).mkdir()
+    cv2.imwrite(str(tmp_path / "train" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    label = tmp_path / "trainannot" / "a.png"
+    cv2.imwrite(str(label), np.zeros((8, 8), np.uint8))
+    cache = tmp_path / "cache"
+    assert class_pixel_counts(FolderDataset(tmp_path, "train", num_classes=3), 3, cache_dir=cache)[0, 0] == 64
+    cv2.imwrite(str(label), np.full((8, 8), 2, np.uint8))
+    os.utime(label, ns=(label.stat().st_atime_ns, label.stat().st_mtime_ns + 10**9))  # a later edit
+    assert class_pixel_counts(FolderDataset(tmp_path, "train", num_classes=3), 3, cache_dir=cache)[0, 2] == 64
+    # Another label map over the same files is another table.
+    relabelled = FolderDataset(tmp_path, "train", num_classes=3, label_map={2: 1})
+    assert class_pixel_counts(relabelled, 3, cache_dir=cache)[0, 1] == 64
 
 
 def test_absent_classes_get_weight_zero() -> None:

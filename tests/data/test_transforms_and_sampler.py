@@ -191,7 +191,7 @@ def test_class_presence_is_cached(tmp_path) -> None:
     masks = [np.array([[0, 1]]), np.array([[2, 255]])]
 
     class Fake(torch.utils.data.Dataset):
-        pairs = [("a", "la"), ("b", "lb")]
+        cache_key = "two masks"
 
         def __len__(self):
             return 2
