@@ -84,8 +84,10 @@ class LossTerm(nn.Module):
         the time :meth:`forward` needs it, without the host waiting for the model's forward pass.
         """
 
-    def main_and_aux(self, loss_fn: Callable[[Tensor, Tensor], Tensor], output: SegOutput, target: Tensor,
-                     aux_weight: float) -> Tensor | TermOutput:
+    def main_and_aux(
+        self, loss_fn: Callable[[Tensor, Tensor], Tensor], output: SegOutput, target: Tensor, aux_weight: float,
+        aux_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> Tensor | TermOutput:
         """``loss_fn`` on the logits, plus ``aux_weight`` times it on auxiliary logits when the model has them.
 
         Args:
@@ -93,6 +95,7 @@ class LossTerm(nn.Module):
             output: the model's output (``logits``, optional ``aux_logits``).
             target: ``(B, H, W)`` labels.
             aux_weight: weight of the auxiliary loss (0.4 for OCRNet/UPerNet).
+            aux_fn: the auxiliary logits' loss, when it differs from ``loss_fn`` (OHEM: plain CE on the aux head).
 
         Returns:
             The scalar without auxiliary logits; otherwise a :class:`TermOutput` whose logs hold both parts.
@@ -100,7 +103,7 @@ class LossTerm(nn.Module):
         loss = loss_fn(output.logits, target)
         if output.aux_logits is None or aux_weight == 0:
             return loss
-        aux = loss_fn(output.aux_logits, target)
+        aux = (aux_fn or loss_fn)(output.aux_logits, target)
         return TermOutput(loss=loss + aux_weight * aux, logs={f"{self.name}_main": loss, f"{self.name}_aux": aux})
 
     def forward(self, output: SegOutput, target: Tensor) -> Tensor | TermOutput:  # pragma: no cover - abstract

@@ -88,9 +88,13 @@ class CrossEntropy(LossTerm):
             denom = (self.class_weights[target.masked_fill(~valid, 0)] * valid).sum()
         return loss / denom.clamp_min(1e-12)
 
+    def _main(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The main logits' loss (subclasses such as OHEM change it; the auxiliary logits keep :meth:`_ce`)."""
+        return self._ce(logits, target)
+
     def forward(self, output: SegOutput, target: Tensor) -> Tensor | TermOutput:
         """Mean cross-entropy over pixels whose label is not ``ignore_index``; zero when there are none."""
         if self.weighting is not None and self.class_weights is None:
             raise RuntimeError(f"{self.name}: class_weights={self.weighting!r} are computed in setup_data(datamodule), "
                                "which ContrastSegModule.setup calls; call it yourself outside a Trainer")
-        return self.main_and_aux(self._ce, output, target, self.aux_weight)
+        return self.main_and_aux(self._main, output, target, self.aux_weight, aux_fn=self._ce)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from segmentation_models_pytorch.losses import LovaszLoss
+import torch
 from torch import Tensor
 
 from contrastseg.losses.base import LossTerm, TermOutput
@@ -15,8 +16,10 @@ class LovaszSoftmax(LossTerm):
     """Lovasz-softmax over labelled pixels, averaged over the classes present (smp's ``LovaszLoss``).
 
     smp's implementation drops ``ignore_index`` pixels before sorting, as the original does; our tests check it
-    against a direct evaluation of the Lovasz extension of the Jaccard loss. The only case it gets wrong, a batch
-    with no labelled pixel (it returns an empty tensor), is handled here: the loss is a graph-connected zero.
+    against a direct evaluation of the Lovasz extension of the Jaccard loss. The cases it gets wrong (as does the
+    original) are handled here: a batch with no labelled pixel (it returns an empty tensor) gives a graph-connected
+    zero, and with ``per_image`` an image without labelled pixels (an empty tensor in its mean, which then fails
+    or comes back empty) is left out of the mean over images.
 
     Args:
         weight: multiplier of the term in the objective (1 when it replaces CE, as for CaDIS in Table 3b).
@@ -33,12 +36,16 @@ class LovaszSoftmax(LossTerm):
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = upsample(logits.float(), target.shape[-2:])  # (B, K, h, w) -> (B, K, H, W)
-        if not bool((target != self.ignore_index).any()):
+        labelled = (target != self.ignore_index).flatten(1).any(dim=1).tolist()  # (B,) one host sync
+        if not any(labelled):
             return logits.sum() * 0.0
         if self._smp is None:
-            self._smp = LovaszLoss("multiclass", per_image=self.per_image, ignore_index=self.ignore_index,
-                                   from_logits=True)
-        return self._smp(logits, target)
+            self._smp = LovaszLoss("multiclass", ignore_index=self.ignore_index, from_logits=True)
+        if not self.per_image:
+            return self._smp(logits, target)
+        # The mean over the images that have labelled pixels (smp's per_image breaks on one that has none).
+        return torch.stack([self._smp(logits[b:b + 1], target[b:b + 1])
+                            for b, keep in enumerate(labelled) if keep]).mean()
 
     def forward(self, output: SegOutput, target: Tensor) -> Tensor | TermOutput:
         """Lovasz-softmax of ``output.logits`` (and auxiliary logits) against labels ``(B, H, W)``."""

@@ -20,7 +20,8 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 25
     A labelled pixel is hard when the softmax probability of its true class is below ``threshold =
     max(thresh, p_(min_kept))``, where ``p_(k)`` is the ``k``-th smallest such probability (0-based) in the batch:
     confident pixels are dropped unless fewer than ``min_kept`` pixels would remain. This is HRNet-OCR's
-    ``OhemCrossEntropy`` (and mmsegmentation's ``OHEMPixelSampler``) rule.
+    ``OhemCrossEntropy`` (mmsegmentation's ``OHEMPixelSampler`` selects the same pixels, but then averages over all
+    labelled pixels rather than the kept ones).
 
     Args:
         logits: ``(B, K, H, W)`` at the labels' size.
@@ -50,7 +51,9 @@ def ohem_cross_entropy(logits: Tensor, target: Tensor, *, ignore_index: int = 25
 
 
 class OhemCrossEntropy(CrossEntropy):
-    """:class:`CrossEntropy` restricted to hard pixels by :func:`ohem_cross_entropy` (main and auxiliary logits).
+    """:class:`CrossEntropy` restricted to hard pixels by :func:`ohem_cross_entropy` on the main logits; the
+    auxiliary logits get plain cross-entropy, as in HRNet-OCR (``0.4 CE(aux) + OHEM(main)``) and mmsegmentation
+    (OHEM only in the decode head).
 
     Args:
         thresh: probability above which a pixel is easy (0.7, as the authors' OCRNet configs).
@@ -63,7 +66,7 @@ class OhemCrossEntropy(CrossEntropy):
         super().__init__(name=name, **kwargs)
         self.thresh, self.min_kept = float(thresh), int(min_kept)
 
-    def _ce(self, logits: Tensor, target: Tensor) -> Tensor:
+    def _main(self, logits: Tensor, target: Tensor) -> Tensor:
         logits = upsample(logits.float(), target.shape[-2:])  # (B, K, h, w) -> (B, K, H, W): the batch is ranked
         return ohem_cross_entropy(logits, target, ignore_index=self.ignore_index, thresh=self.thresh,
                                   min_kept=self.min_kept, class_weights=self.class_weights)

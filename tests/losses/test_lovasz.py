@@ -67,6 +67,18 @@ def test_per_image_is_the_mean_of_image_losses() -> None:
     assert torch.allclose(per_image, torch.stack(whole).mean())
 
 
+@pytest.mark.parametrize("empty", [0, 1])
+def test_per_image_leaves_out_an_image_without_labels(empty: int) -> None:
+    """smp (and the original code) fail on an all-ignore image with per_image; it is left out of the mean."""
+    logits, target = _inputs()
+    target[empty] = 255
+    loss = _term(per_image=True)(SegOutput(logits, None, []), target)
+    other = 1 - empty
+    assert torch.allclose(loss, _term()(SegOutput(logits[other:other + 1], None, []), target[other:other + 1]))
+    (g,) = torch.autograd.grad(loss, logits)
+    assert g[empty].abs().max() == 0 and g[other].abs().max() > 0
+
+
 def test_all_ignore_is_a_connected_zero() -> None:
     logits = torch.randn(2, 4, 3, 3, requires_grad=True)
     loss = _term()(SegOutput(logits, None, []), torch.full((2, 3, 3), 255))

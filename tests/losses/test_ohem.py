@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from contrastseg.losses import LossContext, OhemCrossEntropy, ohem_cross_entropy
 from contrastseg.models import SegOutput
@@ -62,4 +63,18 @@ def test_all_ignore_is_a_connected_zero_and_the_term_wraps_it() -> None:
     term.bind(LossContext(num_classes=3, ignore_index=255))
     lo, target = torch.randn(2, 3, 2, 3), torch.randint(0, 3, (2, 4, 6))
     out = term(SegOutput(lo, lo, []), target)
-    assert set(out.logs) == {"ohem_main", "ohem_aux"} and torch.allclose(out.loss, 1.4 * out.logs["ohem_main"])
+    assert set(out.logs) == {"ohem_main", "ohem_aux"} and torch.allclose(out.loss, out.logs["ohem_main"]
+                                                                          + 0.4 * out.logs["ohem_aux"])
+
+
+def test_auxiliary_logits_get_plain_cross_entropy() -> None:
+    """HRNet-OCR trains ``0.4 CE(aux) + OHEM(main)``: the hard-pixel selection applies to the main head only."""
+    term = OhemCrossEntropy(thresh=0.7, min_kept=2, aux_weight=0.4)
+    term.bind(LossContext(num_classes=3, ignore_index=255))
+    g = torch.Generator().manual_seed(0)
+    main, aux = torch.randn(2, 3, 4, 6, generator=g) * 3, torch.randn(2, 3, 4, 6, generator=g) * 3
+    target = torch.randint(0, 3, (2, 4, 6), generator=g)
+    out = term(SegOutput(main, aux, []), target)
+    assert torch.allclose(out.logs["ohem_main"], ohem_cross_entropy(main, target, thresh=0.7, min_kept=2))
+    assert torch.allclose(out.logs["ohem_aux"], F.cross_entropy(aux, target))
+    assert not torch.allclose(out.logs["ohem_aux"], ohem_cross_entropy(aux, target, thresh=0.7, min_kept=2))
