@@ -37,7 +37,8 @@ def sample_anchor_indices(
     """Flat pixel indices of the balanced anchor set, grouped by (class, image) pair.
 
     Args:
-        labels: ``(B, h, w)`` integer labels at the embeddings' resolution; values ``< max(256, ignore_index+1)``.
+        labels: ``(B, h, w)`` integer labels at the embeddings' resolution; values outside
+            ``0 .. max(255, ignore_index)`` are never sampled, like ``ignore_index``.
         ignore_index: label never sampled.
         min_views_per_class: pairs with fewer labelled pixels are not sampled.
         max_views_per_class: cap on ``V``.
@@ -151,7 +152,7 @@ def draw_anchor_indices_multiscale(
     for s, lab in enumerate(labels):  # a loop over the (few) scales only; Python numbers, no host-device copies
         flat = lab.reshape(-1).long()  # (B, h, w) -> (B*h*w,)
         local = torch.arange(flat.numel(), device=device)  # (B*h*w,) index inside this scale's map
-        valid = (flat != ignore_index) & (flat >= 0)
+        valid = (flat != ignore_index) & (flat >= 0) & (flat < n_values)  # others would spill into another key
         pair = torch.where(valid, flat * batch + local // (lab.shape[1] * lab.shape[2]), n_keys - 1)
         keys.append(pair.add_(s * n_keys))  # (B*h*w,) global key: scale, then (class, image) or invalid
         locals_.append(local)

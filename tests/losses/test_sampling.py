@@ -116,6 +116,18 @@ def test_all_scales_at_once_match_the_specification_per_scale(max_anchors: int) 
         assert got == {k: v for k in counts}
 
 
+def test_labels_outside_the_value_range_stay_in_their_scale() -> None:
+    """A label of 300 (or -1) is never sampled and does not leak into the next scale's (class, image) keys."""
+    fine = torch.zeros(1, 4, 4, dtype=torch.long)
+    fine[0, :2] = 300
+    fine[0, 2, 0] = -1
+    coarse = torch.ones(1, 2, 2, dtype=torch.long)
+    (i0, y0), (i1, y1) = sample_anchor_indices_multiscale([fine, coarse], min_views_per_class=1,
+                                                          generator=torch.Generator().manual_seed(0))
+    assert y0.tolist() == [0] * 7 and sorted(i0.tolist()) == [9, 10, 11, 12, 13, 14, 15]
+    assert y1.tolist() == [1] * 4 and sorted(i1.tolist()) == [0, 1, 2, 3]
+
+
 def test_distinct_gather_has_the_same_gradient() -> None:
     emb = torch.randn(2, 5, 6, 7, requires_grad=True)
     index = torch.randperm(2 * 6 * 7)[:30]
