@@ -30,13 +30,17 @@ def test_every_combination_parses(sweep_file: Path, capsys, monkeypatch) -> None
     monkeypatch.chdir(REPO)
     sweep = yaml.safe_load(sweep_file.read_text())
     command = sweep["command"]
-    assert command[0] == sweep["program"] == "contrastseg" and command[1] == "fit" and command[-1] == "${args}"
+    assert command[0] == sweep["program"] == "contrastseg" and command[1] == "fit" and "${args}" in command
+    at = command.index("${args}")
     for combo in _combinations(sweep):
-        args = [*command[1:-1], *(_wandb_arg(k, v) for k, v in combo.items()), "--print_config"]
+        args = [*command[1:at], *(_wandb_arg(k, v) for k, v in combo.items()), *command[at + 1:], "--print_config"]
         with pytest.raises(SystemExit) as exit_info:
             main(args)
         assert exit_info.value.code in (0, None), (combo, capsys.readouterr().err)
         resolved = yaml.safe_load(capsys.readouterr().out)
+        if "experiments/_wandb.yaml" in command:  # every run logs to W&B, whatever the experiment file says
+            assert resolved["trainer"]["logger"]["class_path"].endswith("WandbLogger"), combo
+            assert any(c["class_path"].endswith("WandbMedia") for c in resolved["trainer"]["callbacks"]), combo
         for key, value in combo.items():
             if key == "config":  # a whole experiment file: its run name lands in the logger
                 expected = yaml.safe_load((REPO / value).read_text())["trainer"]["logger"]["init_args"]["name"]
