@@ -84,7 +84,7 @@ class ContrastSegCLI(LightningCLI):
             config["ckpt_path"] = resolve_last(self.trainer, logger_init_args(self.config[self.subcommand]),
                                                required=self.subcommand != "fit")
 
-    before_validate = before_test = before_fit
+    before_validate = before_test = before_predict = before_fit
 
 
 def _yaml_error(path: Path, err: yaml.YAMLError) -> str:

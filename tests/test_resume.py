@@ -57,6 +57,18 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert later == values(_rows(resumed)) and any("val/mIoU" in r for r in later)
 
 
+@pytest.mark.parametrize("subcommand", ["validate", "predict"])
+def test_ckpt_path_last_loads_the_run_for_evaluation(tmp_path: Path, subcommand: str) -> None:
+    """validate / test / predict with --ckpt_path last load the newest last.ckpt of the run name (Lightning alone
+    looks in the new, empty version folder, warns and goes on with an untrained model)."""
+    _fit(tmp_path, 2)
+    ckpt = torch.load(next(tmp_path.rglob("last.ckpt")), map_location="cpu", weights_only=False)["state_dict"]
+    limit = {"validate": "limit_val_batches", "predict": "limit_predict_batches"}[subcommand]
+    cli = main([subcommand, *_args(tmp_path, 2)[1:], "--ckpt_path=last", f"--trainer.{limit}=1"])
+    for name, value in cli.model.state_dict().items():
+        assert torch.equal(value, ckpt[name]), name
+
+
 def _cli(root: Path, max_steps: int, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "contrastseg", *_args(root, max_steps, 4), *extra], cwd=REPO,
