@@ -262,7 +262,8 @@ class ContrastSegModule(LightningModule):
         confmat = self.confmats[stage]
         scores = scores_from_confusion(confmat.compute())
         confmat.reset()
-        self.last_scores[stage] = scores
+        if not self.trainer.sanity_checking:  # the sanity check's few batches are not a validation result
+            self.last_scores[stage] = scores
         # The confusion matrix is already summed over processes, so every rank holds the same scores; sync_dist
         # only averages identical values (and keeps Lightning from warning).
         metrics = {f"{stage}/mIoU": scores.miou, f"{stage}/acc": scores.acc}

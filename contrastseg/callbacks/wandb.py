@@ -26,7 +26,9 @@ class WandbMedia(Callback):
     def __init__(self, num_images: int = 4) -> None:
         self.num_images = num_images
 
-    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Not on_validation_epoch_end: Lightning runs the callbacks' hook before the module's, which computes the
+        # scores, so the table would show the previous validation's.
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if trainer.sanity_checking or not trainer.is_global_zero or not loggers:
             return

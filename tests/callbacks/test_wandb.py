@@ -30,6 +30,7 @@ def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, 
         logged = dict(cli.trainer.logger.experiment.config)
         run_dir = Path(cli.trainer.logger.experiment.dir).parent
         run_id = cli.trainer.logger.version
+        scores = cli.model.last_scores["val"]
     finally:
         wandb.finish()
     for key in ("model", "data", "trainer", "seed_everything"):
@@ -43,6 +44,10 @@ def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, 
     table = json.loads(tables[0].read_text())
     assert table["columns"] == ["class", "IoU", "acc", "pixels"]
     assert [row[0] for row in table["data"]] == list(SYNTHETIC_CLASSES)
+    # One validation, one table, and it holds that validation's scores (not the sanity check's, nor a lagged one).
+    assert len(tables) == 1
+    final = [None if v != v else pytest.approx(v) for v in scores.iou.tolist()]
+    assert [row[1] for row in table["data"]] == final
     # Checkpoints, config.yaml and the metric files share the run's own folder, not the save_dir all runs share.
     folder = tmp_path / "runs" / "contrastseg" / run_id
     assert (folder / "checkpoints" / "last.ckpt").is_file()
