@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = predict_folder(args.checkpoint, args.images, args.output, overlay=args.overlay, alpha=args.alpha,
                                  evaluation=evaluation, device=args.device)
     except (ContrastSegError, ValueError, TypeError) as err:
-        print(f"contrastseg: error: {err}", file=sys.stderr)
+        print(f"contrastseg: error: {str(err).replace('model.evaluation', '--eval')}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from contrastseg.errors import ConfigError
+
 __all__ = ["ADE20K_SCALES", "CITYSCAPES_SCALES", "EvalConfig", "infer", "multiscale_flip_inference",
            "slide_inference"]
 
@@ -45,10 +47,24 @@ class EvalConfig:
     window_batch: int = 4
 
     def __post_init__(self) -> None:
+        """Reject settings that would crash later or leave pixels without a score (the message names the key)."""
+        key = "model.evaluation"
         if self.mode not in ("whole", "slide"):
-            raise ValueError(f"eval mode must be 'whole' or 'slide', got {self.mode!r}")
+            raise ConfigError(f"{key}.mode must be 'whole' or 'slide', got {self.mode!r}")
+        pairs = {"crop_size": self.crop_size, "stride": self.stride}
+        for name, value in pairs.items():
+            if value is not None and (len(value) != 2 or min(value) < 1):
+                raise ConfigError(f"{key}.{name} must be two positive integers (h, w), got {list(value)}")
         if self.mode == "slide" and self.crop_size is None:
-            raise ValueError("eval mode 'slide' needs crop_size")
+            raise ConfigError(f"{key}.mode 'slide' needs {key}.crop_size")
+        if self.crop_size is not None and self.stride is not None and any(
+                s > c for s, c in zip(self.stride, self.crop_size)):
+            raise ConfigError(f"{key}.stride {list(self.stride)} is larger than {key}.crop_size "
+                              f"{list(self.crop_size)}: pixels between the windows would get no score")
+        if not self.scales or min(self.scales) <= 0:
+            raise ConfigError(f"{key}.scales must be one or more positive factors, got {list(self.scales)}")
+        if self.window_batch < 1:
+            raise ConfigError(f"{key}.window_batch must be at least 1, got {self.window_batch}")
 
 
 def _resize(x: Tensor, size: Sequence[int]) -> Tensor:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from contrastseg.errors import ConfigError
 from contrastseg.evaluation import EvalConfig, infer, slide_inference
 
 
@@ -55,6 +56,15 @@ def test_slide_mode_with_scales() -> None:
     assert out.shape == (1, 5, 40, 60)
 
 
-def test_bad_config() -> None:
-    with pytest.raises(ValueError, match="needs crop_size"):
-        EvalConfig(mode="slide")
+@pytest.mark.parametrize("options,match", [
+    ({"mode": "slid"}, r"model.evaluation.mode must be 'whole' or 'slide'"),
+    ({"mode": "slide"}, r"needs model.evaluation.crop_size"),
+    ({"mode": "slide", "crop_size": (8, 8), "stride": (12, 12)}, r"model.evaluation.stride \[12, 12\] is larger"),
+    ({"mode": "slide", "crop_size": (8, 0)}, r"model.evaluation.crop_size must be two positive"),
+    ({"scales": ()}, r"model.evaluation.scales must be one or more positive"),
+    ({"scales": (1.0, -0.5)}, r"model.evaluation.scales"),
+    ({"window_batch": 0}, r"model.evaluation.window_batch must be at least 1"),
+])
+def test_bad_config_names_the_key(options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        EvalConfig(**options)
