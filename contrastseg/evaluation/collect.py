@@ -64,11 +64,15 @@ def describe_run(config: dict[str, Any]) -> dict[str, str]:
            "L_c": "", "L_cms": "", "L_ccs": "", "scale pairs": "-", "sampling": "-"}
     if contrast is not None:
         stages = contrast.get("stages")
-        single = stages is not None and len(stages) == 1
+        n_stages = 4 if stages is None else len(stages)  # None: every encoder stage (4 in every built-in encoder)
         pairs = contrast.get("cross_scale_pairs")
-        n_pairs = 0 if single else (2 if pairs is None else len(pairs))  # None: (0, 3) and (0, 2) on 4 stages
-        row |= {"L_c": "x" if single else "", "L_cms": "" if single else "x", "L_ccs": "x" if n_pairs else "",
-                "scale pairs": str(n_pairs) if n_pairs else "-", "sampling": str(contrast.get("sampling", "balanced"))}
+        # None: MultiScaleContrast.bind's default, (0, 3) and (0, 2) on 4 stages, (0, last) on 2 or 3, none on 1.
+        n_pairs = (2 if n_stages == 4 else int(n_stages > 1)) if pairs is None else len(pairs)
+        n_pairs *= float(contrast.get("lambda_cs", 0.1)) != 0  # a term with weight 0 is off
+        on = float(contrast.get("lambda_ms", 0.1)) != 0
+        row |= {"L_c": "x" if on and n_stages == 1 else "", "L_cms": "x" if on and n_stages > 1 else "",
+                "L_ccs": "x" if n_pairs else "", "scale pairs": str(n_pairs) if n_pairs else "-",
+                "sampling": str(contrast.get("sampling", "balanced"))}
     return row
 
 
@@ -80,21 +84,30 @@ def collect_runs(roots: Sequence[str | Path], *, stage: str = "val") -> list[dic
         stage: ``"val"`` or ``"test"``.
 
     Returns:
-        Per logger run name: the :func:`describe_run` columns, ``row`` and ``runs`` (seed, mIoU, path each).
+        Per logger run name: the :func:`describe_run` columns, ``row`` and ``runs`` (seed, mIoU, path each). A seed
+        counts once per row: of several folders with the same name and seed (a ``validate`` or ``test`` of a run
+        writes a folder of its own), the newest metrics file is kept, and a note on stderr says which.
     """
     groups: dict[str, dict[str, Any]] = {}
-    for root in roots:
-        for metrics in sorted(Path(root).rglob(f"{stage}_metrics.json")):
-            config_path = metrics.parent / "config.yaml"
-            if not config_path.is_file():
-                continue
-            config = yaml.safe_load(config_path.read_text())
-            name = saved_logger_name(config) or metrics.parent.parent.name
-            if name not in groups:
-                groups[name] = {"row": name, **describe_run(config), "runs": []}
-            entry = groups[name]
-            miou = json.loads(metrics.read_text()).get("mIoU")
-            entry["runs"].append({"seed": config.get("seed_everything"), "mIoU": miou, "path": str(metrics.parent)})
+    found = [m for root in roots for m in Path(root).rglob(f"{stage}_metrics.json")
+             if (m.parent / "config.yaml").is_file()]
+    for metrics in sorted(found, key=lambda m: m.stat().st_mtime_ns):  # oldest first: a newer run replaces it
+        config = yaml.safe_load((metrics.parent / "config.yaml").read_text())
+        name = saved_logger_name(config) or metrics.parent.parent.name
+        if name not in groups:
+            groups[name] = {"row": name, **describe_run(config), "runs": []}
+        runs = groups[name]["runs"]
+        seed = config.get("seed_everything")
+        run = {"seed": seed, "mIoU": json.loads(metrics.read_text()).get("mIoU"), "path": str(metrics.parent)}
+        same = next((i for i, r in enumerate(runs) if r["seed"] == seed), None)
+        if same is None:
+            runs.append(run)
+        else:  # one seed counts once: a `validate` of the run writes its own folder under the same name
+            print(f"contrastseg collect: {name}, seed {seed}: {run['path']} replaces the older {runs[same]['path']}",
+                  file=sys.stderr)
+            runs[same] = run
+    for entry in groups.values():
+        entry["runs"].sort(key=lambda r: (r["seed"] is None, str(r["seed"])))
     return list(groups.values())
 
 

@@ -15,6 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
     ({"cross_scale_pairs": []}, ("", "x", "", "-")),
     ({"cross_scale_pairs": [[0, 3]]}, ("", "x", "x", "1")),
     ({}, ("", "x", "x", "2")),  # the default pairs
+    ({"stages": [0, 1, 3]}, ("", "x", "x", "1")),  # three stages: (0, last) by default
+    ({"lambda_cs": 0.0}, ("", "x", "", "-")),  # the contrast_lambdas sweep's lambda 0 is off
+    ({"lambda_ms": 0.0}, ("", "", "x", "2")),
 ])
 def test_describe_run_reads_the_loss_columns(init_args, expected) -> None:
     losses = [{"class_path": "contrastseg.losses.CrossEntropy"}]
@@ -47,6 +50,16 @@ def test_collects_real_runs_into_mean_and_std_per_row(tmp_path: Path, monkeypatc
     assert out.splitlines()[0].startswith("| row | model | backbone | L_c | L_cms | L_ccs |") and "camvid_ce" in out
     assert (tmp_path / "t.csv").read_text().startswith("row,model,backbone")
     assert collect_main([str(tmp_path / "nothing")]) == 2
+    # Validating a run again writes a folder of its own under the same name and seed: it replaces, not adds.
+    best = next(tmp_path.glob("camvid_ce/*/checkpoints/last.ckpt"))
+    main(["validate", "--config", "experiments/ablations/camvid_ce.yaml", "--seed_everything=1",
+          f"--ckpt_path={best}",
+          "--data=contrastseg.data.SyntheticDataModule", "--data.image_size=[64, 64]", "--data.num_val=2",
+          "--data.batch_size=2", "--data.num_workers=0", "--trainer.accelerator=cpu", "--trainer.limit_val_batches=1",
+          "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert len(list(tmp_path.glob("camvid_ce/*/val_metrics.json"))) == 3
+    rows = {r["row"]: r for r in format_table(collect_runs([tmp_path]))}
+    assert rows["camvid_ce"]["seeds"] == "0, 1"
 
 
 def test_mean_std_by_hand() -> None:
