@@ -371,6 +371,15 @@ class ContrastSegModule(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
 
+    def _schedule_length(self) -> int:
+        """PolyLR's ``total_steps`` from the trainer: optimiser steps, or epochs when stepped per epoch."""
+        if self.scheduler_interval == "step":
+            return int(self.trainer.estimated_stepping_batches)
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 1:
+            raise ConfigError("model.scheduler_interval 'epoch' with PolyLR needs trainer.max_epochs, or set "
+                              "model.lr_scheduler.init_args.total_steps (in epochs)")
+        return int(self.trainer.max_epochs)
+
     def configure_optimizers(self) -> Any:
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         exempt = [p for n, p in named if any(key in n for key in self.no_weight_decay)]
@@ -386,5 +395,5 @@ class ContrastSegModule(LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         if isinstance(scheduler, PolyLR) and scheduler.total_steps is None:
-            scheduler.total_steps = int(self.trainer.estimated_stepping_batches)
+            scheduler.total_steps = self._schedule_length()
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}

@@ -1,9 +1,11 @@
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from contrastseg import ContrastSegModule
+from contrastseg.errors import ConfigError
 from contrastseg.models import Encoder, SegmentationModel, UPerNetHead
 from contrastseg.optim import PolyLR
 
@@ -42,3 +44,42 @@ def test_no_weight_decay_groups_are_exact() -> None:
     assert exempt == {n for n in names.values() if any(k in n for k in keys)}
     assert any("relative_position_bias_table" in n for n in exempt) and any("norm" in n for n in exempt)
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(module.parameters()))
+
+
+def _module(interval: str = "step") -> ContrastSegModule:
+    net = SegmentationModel(4, encoder=Encoder("resnet18"))
+    return ContrastSegModule(net, num_classes=4, lr_scheduler=lambda o: PolyLR(o, power=0.9),
+                             scheduler_interval=interval)
+
+
+def test_filled_in_length_counts_epochs_when_stepped_per_epoch() -> None:
+    module = _module("epoch")
+    module.trainer = SimpleNamespace(max_epochs=100, estimated_stepping_batches=4600)
+    assert module.configure_optimizers()["lr_scheduler"]["scheduler"].total_steps == 100
+    module.trainer = SimpleNamespace(max_epochs=-1, estimated_stepping_batches=4600)
+    with pytest.raises(ConfigError, match="trainer.max_epochs"):
+        module.configure_optimizers()
+
+
+def test_a_resumed_run_keeps_its_own_schedule_length() -> None:
+    """Resuming with a larger max_steps decays over the new length (the checkpoint's would hold the LR at 0)."""
+    module = _module()
+    module.trainer = SimpleNamespace(estimated_stepping_batches=10)
+    old = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    for _ in range(10):
+        old.optimizer.step()
+        old.step()
+    module.trainer = SimpleNamespace(estimated_stepping_batches=20)
+    new = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    with pytest.warns(UserWarning, match="ends at step 10, this run's at 20"):
+        new.load_state_dict(old.state_dict())
+    assert new.total_steps == 20 and new.last_epoch == 10
+    new.optimizer.step()
+    new.step()
+    assert new.optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * (1 - 11 / 20) ** 0.9)
+    # A length set in the config is this run's config too.
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    fixed = PolyLR(opt, total_steps=30)
+    with pytest.warns(UserWarning, match="ends at step 40, this run's at 30"):
+        fixed.load_state_dict(PolyLR(opt, total_steps=40).state_dict())
+    assert fixed.total_steps == 30
