@@ -153,6 +153,10 @@ class Encoder(nn.Module):
         self.nhwc, self.pad_to = spec.nhwc, spec.pad_to
         self.channels: tuple[int, ...] = tuple(self.backbone.feature_info.channels())
         self.strides: tuple[int, ...] = tuple(self.backbone.feature_info.reduction())
+        # The segmentation Swin (Swin-Transformer-Semantic-Segmentation, mmseg) normalises every output stage with
+        # a LayerNorm of its own; timm's feature maps are the raw residual stream (its one norm follows the last
+        # stage of the classifier). Identity at initialisation, trained with the decoder.
+        self.norms = nn.ModuleList(nn.LayerNorm(c) for c in self.channels) if spec.nhwc else None
 
     def forward(self, image: Tensor) -> list[Tensor]:
         """Return one feature map per stage: ``[(B, channels[i], ceil(H/strides[i]), ceil(W/strides[i]))]``."""
@@ -161,8 +165,8 @@ class Encoder(nn.Module):
         if pad_h or pad_w:
             image = F.pad(image, (0, pad_w, 0, pad_h))  # (B, 3, H, W) -> (B, 3, H + pad_h, W + pad_w)
         features = self.backbone(image)
-        if self.nhwc:
-            features = [f.permute(0, 3, 1, 2).contiguous() for f in features]  # (B, h, w, C) -> (B, C, h, w)
+        if self.norms is not None:  # (B, h, w, C) -> (B, C, h, w), each stage layer-normalised over C first
+            features = [norm(f).permute(0, 3, 1, 2).contiguous() for norm, f in zip(self.norms, features)]
         if pad_h or pad_w:
             features = [f[..., : -(-h // s), : -(-w // s)] for f, s in zip(features, self.strides)]
         return list(features)

@@ -43,6 +43,22 @@ def test_swin_shifts_windows_in_every_stage() -> None:
         assert [tuple(b.shift_size) for b in stage.blocks][1::2] == [(3, 3)] * (len(stage.blocks) // 2)
 
 
+def test_swin_stages_are_layer_normalised() -> None:
+    """As the segmentation Swin (mmseg's norm0..norm3): every output stage is a LayerNorm of the backbone's stage
+    output, over channels per position (identity weights at initialisation)."""
+    enc = Encoder("swin_tiny").eval()
+    image = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        feats = enc(image)
+        raw = enc.backbone(image)  # (B, h, w, C) per stage, before the norms
+    assert [n.normalized_shape for n in enc.norms] == [(c,) for c in enc.channels]
+    for f, r in zip(feats, raw):
+        expected = torch.nn.functional.layer_norm(r, r.shape[-1:]).permute(0, 3, 1, 2)  # (B, h, w, C) -> NCHW
+        torch.testing.assert_close(f, expected)
+        torch.testing.assert_close(f.mean(1), torch.zeros_like(f.mean(1)), atol=1e-5, rtol=0)
+    assert Encoder("resnet18").norms is None
+
+
 def test_hrnet_returns_raw_branches() -> None:
     assert Encoder("hrnet_w48").channels == (48, 96, 192, 384)
     assert Encoder("hrnet_w18_small").strides == (4, 8, 16, 32)
