@@ -73,6 +73,14 @@ def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     return _L2Normalize.apply(x.float(), eps)
 
 
+def check_first_order() -> None:
+    """Raise inside a closed-form backward run with ``create_graph=True``: its result would carry no second
+    derivative, so a Hessian-vector product would silently miss the InfoNCE curvature."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("supervised_infonce has a closed-form first-order backward: second derivatives "
+                           "(create_graph=True) are not supported")
+
+
 def _cat(parts: list[Tensor]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)  # no copy when everything fit in one block
 
@@ -110,6 +118,7 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        check_first_order()
         scaled, y_rows, z_cols, y_cols, lse, inv_npos = ctx.saved_tensors
         block = ctx.block
         n = scaled.shape[0]

@@ -198,8 +198,11 @@ def _lse_split_kernel(Q, K, YQ, YK, PART, RANGE, N, M, D, inv_t, SPLITS, EXCLUDE
                                         BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)
     tl.store(PART + split * N + rows, m_i, mask=rmask)
     tl.store(PART + (SPLITS + split) * N + rows, l_i, mask=rmask)
-    tl.store(RANGE + split * N + rows, p_lo, mask=rmask)
-    tl.store(RANGE + (SPLITS + split) * N + rows, p_hi, mask=rmask)
+    # A chunk without positives stores the empty range (M, 0), which the min / max over chunks ignore (its own
+    # empty marker, (c_hi, c_lo), would widen the combined range to the chunk's bounds).
+    has_pos = p_hi > p_lo
+    tl.store(RANGE + split * N + rows, tl.where(has_pos, p_lo, M), mask=rmask)
+    tl.store(RANGE + (SPLITS + split) * N + rows, tl.where(has_pos, p_hi, 0), mask=rmask)
 
 
 @triton.jit

@@ -15,6 +15,7 @@ float32 products on CUDA cores would be several times slower, plain TF32 has a 1
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Any
@@ -60,7 +61,7 @@ def available(device: torch.device) -> bool:
 def _self_test(device: torch.device) -> bool:
     """Compile the kernels on a small problem and compare them with the PyTorch path; warn and say False if not."""
     try:
-        with torch.inference_mode(False), torch.enable_grad():  # the first call may come from an evaluation
+        with torch.inference_mode(False), torch.enable_grad(), _on(device):  # the first call may come from an eval
             _compare_with_pytorch(device)
     except Exception as err:  # any failure means: do not use the kernels on this device
         warnings.warn(f"contrastseg: the Triton InfoNCE kernels failed their check on {device} "
@@ -68,6 +69,12 @@ def _self_test(device: torch.device) -> bool:
                       "uses the PyTorch path (backend='torch') instead", RuntimeWarning, stacklevel=3)
         return False
     return True
+
+
+def _on(device: torch.device) -> Any:
+    """Make ``device`` current: Triton launches on the current CUDA device and its current stream, which need not
+    be the tensors' (one process driving several GPUs without ``set_device``)."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _compare_with_pytorch(device: torch.device) -> None:
@@ -120,7 +127,8 @@ def _configs(d: int, kernel: str) -> list[dict[str, int]]:
              "num_warps": t[2], "num_stages": t[3]} for t in tiles]
 
 
-_CHOSEN: dict[tuple[str, int, bool], dict[str, int]] = {}  # the first tile shape that fits, per kernel and width
+# The first tile shape that fits, per kernel, width and device (shared memory differs between GPUs).
+_CHOSEN: dict[tuple[str, int, bool, int | None], dict[str, int]] = {}
 
 SPLIT = False
 """Split the column loop of a row tile (and the row loop of a column tile) across programs when a term has too few
@@ -144,7 +152,7 @@ def _launch(name: str, kernel: Any, grid: Any, d: int, *args: Any, exclude_self:
     an A100 163 KiB, consumer cards less), so shapes are tried fastest first and the first that loads is kept.
     A shape that does not fit fails before the kernel runs, so retrying is safe.
     """
-    key = (name, d, exclude_self)
+    key = (name, d, exclude_self, torch.cuda.current_device() if torch.cuda.is_available() else None)
     candidates = [_CHOSEN[key]] if key in _CHOSEN else _configs(d, name)
     for i, cfg in enumerate(candidates):
         try:
@@ -161,6 +169,12 @@ class _TritonInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tensor,  # type: ignore[override]
                 inv_t: float, exclude_self: bool, with_grad: bool) -> Tensor:
+        with _on(z_rows.device):
+            return _TritonInfoNCE._forward(ctx, z_rows, y_rows, z_cols, y_cols, inv_t, exclude_self, with_grad)
+
+    @staticmethod
+    def _forward(ctx: Any, z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tensor, inv_t: float,
+                 exclude_self: bool, with_grad: bool) -> Tensor:
         n, d = z_rows.shape
         m = z_cols.shape[0]
         device = z_rows.device
@@ -188,6 +202,14 @@ class _TritonInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        from contrastseg.losses.infonce import check_first_order  # a cycle at import time otherwise
+
+        check_first_order()  # the kernels' gradient is not differentiable again: an error, not a wrong result
+        with _on(grad_out.device):
+            return _TritonInfoNCE._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         z_rows, y_rows, z_cols, y_cols, stats, dq = ctx.saved_tensors
         n, d = z_rows.shape
         m = z_cols.shape[0]
@@ -225,7 +247,7 @@ def triton_infonce(z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tenso
     Returns:
         The scalar loss (``N, M > 0``; the caller handles empty sets).
     """
-    z_rows, z_cols = z_rows.contiguous(), z_cols.contiguous()
+    z_rows, z_cols = z_rows.float().contiguous(), z_cols.float().contiguous()  # no copy for float32 rows
     y_rows, y_cols = y_rows.contiguous(), y_cols.contiguous()
     # (ctx.needs_input_grad inside the forward says True under no_grad as well, so decide here.)
     with_grad = torch.is_grad_enabled() and (z_rows.requires_grad or z_cols.requires_grad)

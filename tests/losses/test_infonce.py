@@ -97,3 +97,12 @@ def test_l2_normalize_matches_functional_normalize_with_a_zero_row() -> None:
     (ours * upstream).sum().backward()
     (ref * upstream).sum().backward()
     torch.testing.assert_close(x1.grad, x2.grad)
+
+
+def test_a_second_derivative_is_a_clear_error() -> None:
+    """The closed-form backward is not itself differentiable: asking for a Hessian-vector product fails loudly
+    instead of returning curvature without the InfoNCE part."""
+    x = torch.randn(12, 4, requires_grad=True)
+    loss = supervised_infonce(x, torch.arange(12) % 3, backend="torch")
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(loss, x, create_graph=True)

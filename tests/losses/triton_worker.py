@@ -59,6 +59,38 @@ def degenerate() -> None:
     assert loss.item() == 0.0 and torch.count_nonzero(grad) == 0
 
 
+def split_ranges() -> None:
+    """The split forward's second pass visits only the columns holding a row tile's positives: a chunk without
+    positives must not widen the range combined over the chunks."""
+    import triton
+
+    from contrastseg.losses import infonce_kernels
+
+    n, splits, block_m = 256, 8, 64
+    labels = torch.arange(n) // 32  # grouped by class, 32 anchors each: rows 0..63 hold positives in columns 0..63
+    z = torch.nn.functional.normalize(torch.randn(n, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    part = torch.empty(5, splits, n)
+    ranges = torch.empty(2, splits, n, dtype=torch.int32)
+    infonce_kernels._lse_split_kernel[(triton.cdiv(n, block_m), splits)](
+        z, z, labels, labels, part, ranges, n, n, 16, 10.0, splits, EXCLUDE_SELF=True, PRECISION="tf32x3",
+        BLOCK_M=block_m, BLOCK_N=32, BLOCK_D=16, BLOCK_K=16)
+    for tile in range(n // block_m):  # as _loss_split_kernel combines them: min of the starts, max of the ends
+        rows = slice(tile * block_m, (tile + 1) * block_m)
+        assert (int(ranges[0, :, rows].min()), int(ranges[1, :, rows].max())) == (tile * 64, tile * 64 + 64)
+
+
+def low_precision_rows() -> None:
+    """Unit rows given in bfloat16 (``normalized=True``) are computed in float32, as the PyTorch path does."""
+    from contrastseg.losses import l2_normalize
+
+    g = torch.Generator().manual_seed(2)
+    rows = l2_normalize(torch.randn(40, 16, generator=g)).bfloat16()
+    labels = torch.randint(0, 3, (40,), generator=g)
+    got = supervised_infonce(rows, labels, normalized=True, backend="triton")
+    want = supervised_infonce(rows.float(), labels, normalized=True, backend="torch")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def multiscale() -> None:
     """The whole Eq. 3 + 4 loss: Triton and PyTorch backends agree on values and gradients (same anchors)."""
     g = torch.Generator().manual_seed(1)
@@ -103,6 +135,8 @@ if __name__ == "__main__":
         equations()
     infonce_triton._configs, infonce_triton.SPLIT = interpreter_configs, False
     infonce_triton._CHOSEN.clear()
+    split_ranges()
+    low_precision_rows()
     assert infonce_triton._self_test(torch.device("cpu")), "the first-use check passes on working kernels"
     with torch.inference_mode():  # also when the first call comes from an evaluation
         assert infonce_triton._self_test(torch.device("cpu"))
