@@ -171,12 +171,17 @@ def expand_configs(argv: Sequence[str]) -> list[str]:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--config" and i + 1 < len(argv) and Path(argv[i + 1]).suffix in (".yaml", ".yml"):
+        if arg in ("--config", "-c") and i + 1 < len(argv) and Path(argv[i + 1]).suffix in (".yaml", ".yml"):
             files, i = _resolve_extends(Path(argv[i + 1]).resolve()), i + 2
         elif arg.startswith("--config=") and Path(arg[9:]).suffix in (".yaml", ".yml"):
             files, i = _resolve_extends(Path(arg[9:]).resolve()), i + 1
-        elif re.match(r"--(contrast|ce)\.\w+=", arg):
-            key, value = arg[2:].split("=", 1)
+        elif re.fullmatch(r"--(contrast|ce)\.\w+(=.*)?", arg, flags=re.DOTALL):  # --key=value or --key value
+            if "=" in arg:
+                key, value = arg[2:].split("=", 1)
+            elif i + 1 < len(argv):
+                key, value, i = arg[2:], argv[i + 1], i + 1
+            else:
+                raise ConfigError(f"{arg}: needs a value (--{arg[2:]}=VALUE)")
             term, option = key.split(".", 1)
             try:
                 overrides.setdefault(term, {})[option] = yaml.safe_load(value)

@@ -44,6 +44,10 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
+    stems = [p.stem for p in files]
+    twice = sorted({p.name for p in files if stems.count(p.stem) > 1})
+    if twice:  # their outputs would overwrite each other
+        raise DataError(f"images in {images} share a name and would write the same outputs: {', '.join(twice[:6])}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module = ContrastSegModule.load_from_checkpoint(checkpoint, map_location=device).eval()
     if evaluation is not None:

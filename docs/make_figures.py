@@ -17,6 +17,9 @@ import nbclient
 import nbformat
 from PIL import Image
 
+from contrastseg.data.camvid import CamVidDataset
+from contrastseg.data.synthetic import SYNTHETIC_PALETTE
+
 DOCS = Path(__file__).resolve().parent
 NOTEBOOKS = DOCS.parent / "notebooks"
 
@@ -37,8 +40,19 @@ def render(name: str, overrides: dict) -> None:
     for png in DOCS.glob("*.png"):  # a 256-colour palette keeps the committed PNGs small
         image = Image.open(png)
         if image.mode != "P":
-            image.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(png, optimize=True)
+            quantize(image).save(png, optimize=True)
     print(f"{name}: figures written to {DOCS}")
+
+
+def quantize(image: Image.Image) -> Image.Image:
+    """256 colours that include every class colour exactly: a plain median cut over a figure that is mostly photo
+    merges the few pixels of each class colour into photo tones (CamVid's building came out near black)."""
+    rgb = image.convert("RGB")
+    fixed = sorted({c for palette in (CamVidDataset.palette, SYNTHETIC_PALETTE) for c in palette} | {(0, 0, 0)})
+    adaptive = rgb.quantize(256 - len(fixed), dither=Image.Dither.NONE).getpalette()[: 3 * (256 - len(fixed))]
+    palette = Image.new("P", (1, 1))
+    palette.putpalette([v for colour in fixed for v in colour] + adaptive)
+    return rgb.quantize(palette=palette, dither=Image.Dither.NONE)  # nearest palette colour: class colours exact
 
 
 if __name__ == "__main__":

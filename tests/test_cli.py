@@ -108,6 +108,19 @@ def test_broken_yaml_names_file_line_and_column(tmp_path: Path, capsys) -> None:
         assert err.startswith(f"contrastseg: error: {message}") and err.count("\n") == 1, err
 
 
+def test_short_config_flag_and_spaced_shorthands_resolve(capsys) -> None:
+    """``-c FILE`` (jsonargparse's alias) resolves ``extends`` like ``--config``; ``--contrast.x VALUE`` like
+    ``--contrast.x=VALUE``."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(REPO / "experiments/quickstart_contrastive.yaml"), "--contrast.temperature", "0.2",
+              "--print_config"])
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["trainer"]["logger"]["init_args"]["name"] == "quickstart_contrastive"
+    term = next(t for t in resolved["model"]["losses"] if t["class_path"].endswith("MultiScaleContrast"))
+    assert term["init_args"]["temperature"] == 0.2
+
+
 def test_broken_yaml_in_a_term_shorthand_is_named(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([*QUICK, "--contrast.scale_weights=[1,2"])

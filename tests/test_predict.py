@@ -41,3 +41,10 @@ def test_predict_folder_errors(checkpoint: Path, tmp_path: Path, capsys) -> None
     with pytest.raises(SystemExit) as exit_info:
         main(["predict-folder", str(checkpoint), str(tmp_path / "nowhere"), str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "image folder" in capsys.readouterr().err
+    images = tmp_path / "twice"
+    images.mkdir()
+    for name in ("frame.png", "frame.jpg"):
+        cv2.imwrite(str(images / name), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict-folder", str(checkpoint), str(images), str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "share a name" in capsys.readouterr().err and not (tmp_path / "out").exists()

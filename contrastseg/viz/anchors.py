@@ -127,7 +127,6 @@ def plot_anchors(image: np.ndarray, anchor_sets: Sequence[AnchorSet], *, palette
     if class_names is not None:
         fig.legend(handles=legend_handles(class_names, palette), loc="lower center", ncol=min(len(class_names), 8),
                    frameon=False, fontsize=8)
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
-    else:
-        fig.tight_layout()
+    for _ in range(2):  # one pass leaves the two-line titles of tickless axes partly above the figure (matplotlib)
+        fig.tight_layout(rect=(0, 0.08 if class_names is not None else 0, 1, 1))
     return fig

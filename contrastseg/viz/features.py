@@ -99,7 +99,8 @@ def extract_features(
         device: where the model runs (default: CUDA when available).
 
     Returns:
-        One :class:`FeatureSet` per scale, fine to coarse.
+        One :class:`FeatureSet` per scale, fine to coarse. A module passed in is returned to its device and
+        train/eval mode afterwards.
 
     Raises:
         ConfigError: ``source="projected"`` for a model trained without a contrastive term, or an unknown source.
@@ -107,7 +108,20 @@ def extract_features(
     if source not in ("encoder", "projected"):
         raise ConfigError(f"source must be 'encoder' or 'projected', got {source!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    module = load_module(model, device=device)
+    options = dict(split=split, num_batches=num_batches, source=source, per_class=per_class, normalize=normalize,
+                   seed=seed, device=device)
+    if not isinstance(model, ContrastSegModule):
+        return _extract(load_module(model, device=device), data, **options)
+    where, training = next(model.parameters()).device, model.training  # the caller's module is put back after
+    try:
+        return _extract(model.to(device).eval(), data, **options)
+    finally:
+        model.to(where).train(training)
+
+
+def _extract(module: ContrastSegModule, data: Any, *, split: str, num_batches: int, source: str, per_class: int,
+             normalize: bool, seed: int, device: str | torch.device) -> list[FeatureSet]:
+    """:func:`extract_features` with the module in eval mode on ``device``."""
     term = next((t for t in module.losses if isinstance(t, MultiScaleContrast)), None)
     if source == "projected" and term is None:
         raise ConfigError("source='projected' needs a model trained with a MultiScaleContrast term; "

@@ -62,3 +62,16 @@ def test_plot_anchors_draws_each_anchor_at_its_coordinates() -> None:
         colours = ax.collections[0].get_facecolors()[:, :3]
         assert np.allclose(colours, np.asarray(palette, float)[a.label[mine].numpy()] / 255)
         assert f"V={a.views}" in ax.get_title()
+
+
+@pytest.mark.parametrize("legend", [False, True])
+def test_plot_anchors_titles_fit_in_the_figure(legend: bool) -> None:
+    """The two-line titles stay inside the figure on a plain savefig (no bbox_inches="tight")."""
+    labels = torch.zeros(1, 360, 480, dtype=torch.long)
+    labels[0, :, 240:] = 1
+    sets = sample_anchor_sets(labels, (4, 8, 16, 32), generator=torch.Generator().manual_seed(0))
+    fig = plot_anchors(np.zeros((360, 480, 3), np.uint8), sets, palette=[(255, 0, 0), (0, 255, 0)],
+                       class_names=["a", "b"] if legend else None, batch_index=0)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert ax.title.get_window_extent().y1 <= fig.bbox.y1

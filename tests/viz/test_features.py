@@ -32,6 +32,16 @@ def test_encoder_features_per_scale_balanced_and_labelled() -> None:
         assert counts.max() <= 20 and (s.labels != 255).all()
 
 
+def test_a_module_passed_in_keeps_its_mode_and_device(monkeypatch) -> None:
+    module = _module(False).train()
+    seen = []
+    monkeypatch.setattr(module.net, "forward", lambda x, f=module.net.forward: seen.append(module.training) or f(x))
+    extract_features(module, _data(), num_batches=1, per_class=5, device="cpu")
+    assert seen == [False], "features come from the model in eval mode"
+    assert module.training and all(m.training for m in module.modules()), "the caller's training mode is back"
+    assert next(module.parameters()).device.type == "cpu"
+
+
 def test_features_match_the_model_at_the_sampled_pixels() -> None:
     """Recompute one batch by hand: every returned row is the feature vector of a pixel of its class."""
     module = _module(True).eval()
