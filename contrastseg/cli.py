@@ -270,6 +270,12 @@ def _find_user_error(err: BaseException) -> ContrastSegError | None:
     return None
 
 
+_MORE_COMMANDS = (
+    "more commands: contrastseg check-data DATASET ROOT (inspect a dataset), contrastseg collect RUNS... (runs -> "
+    "the paper's ablation table), contrastseg predict CHECKPOINT IMAGES OUTPUT (label and colour files for a "
+    "folder; options: contrastseg predict-folder --help)")
+
+
 def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
     """Entry point of the ``contrastseg`` console script (``fit``, ``validate``, ``test``, ``predict``).
 
@@ -300,7 +306,8 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
             ContrastSegModule, SegmentationDataModule, subclass_mode_data=True, args=None,
             save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            parser_kwargs={"exit_on_error": False, **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},
+            parser_kwargs={"exit_on_error": False, "epilog": _MORE_COMMANDS,
+                           **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},
         )
     except SIGTERMException:  # Lightning finished the batch and LastCheckpoint saved; a pre-empted job, not a success
         print("contrastseg: stopped by SIGTERM; last.ckpt was saved: continue with --ckpt_path last", file=sys.stderr)

@@ -204,3 +204,10 @@ def test_a_new_class_in_a_later_file_does_not_inherit_the_old_class_options(tmp_
     assert resolved["adam"]["class_path"] == "torch.optim.Adam"
     assert resolved["adam"]["init_args"]["lr"] == 0.001 and resolved["adam"]["init_args"]["weight_decay"] == 0
     assert resolved["sgd"]["init_args"]["lr"] == 0.5 and resolved["sgd"]["init_args"]["weight_decay"] == 0.1  # merged
+
+
+def test_top_level_help_lists_the_extra_commands() -> None:
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("check-data", "collect", "predict-folder --help"):
+        assert command in " ".join(result.stdout.split()), command
