@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import nbclient
+import numpy as np
 import nbformat
 from PIL import Image
 
@@ -45,14 +46,20 @@ def render(name: str, overrides: dict) -> None:
 
 
 def quantize(image: Image.Image) -> Image.Image:
-    """256 colours that include every class colour exactly: a plain median cut over a figure that is mostly photo
-    merges the few pixels of each class colour into photo tones (CamVid's building came out near black)."""
-    rgb = image.convert("RGB")
-    fixed = sorted({c for palette in (CamVidDataset.palette, SYNTHETIC_PALETTE) for c in palette} | {(0, 0, 0)})
-    adaptive = rgb.quantize(256 - len(fixed), dither=Image.Dither.NONE).getpalette()[: 3 * (256 - len(fixed))]
-    palette = Image.new("P", (1, 1))
-    palette.putpalette([v for colour in fixed for v in colour] + adaptive)
-    return rgb.quantize(palette=palette, dither=Image.Dither.NONE)  # nearest palette colour: class colours exact
+    """256 colours that include every class colour, black and white exactly: a plain median cut over a figure that
+    is mostly photo merges the few pixels of each class colour into photo tones (CamVid's building came out near
+    black). Pixels go to their nearest palette colour, computed here (PIL's own mapping is approximate)."""
+    rgb = np.asarray(image.convert("RGB"))
+    fixed = sorted({c for palette in (CamVidDataset.palette, SYNTHETIC_PALETTE) for c in palette}
+                   | {(0, 0, 0), (255, 255, 255)})
+    adaptive = image.convert("RGB").quantize(256 - len(fixed), dither=Image.Dither.NONE).getpalette()
+    palette = np.asarray([*fixed, *np.asarray(adaptive).reshape(-1, 3)[: 256 - len(fixed)]], dtype=np.int64)
+    colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)  # (U, 3), (H*W,)
+    nearest = np.concatenate([((c[:, None, :].astype(np.int64) - palette[None]) ** 2).sum(-1).argmin(1)
+                              for c in np.array_split(colours, max(1, len(colours) // 4096))])  # (U,)
+    out = Image.fromarray(nearest[inverse.reshape(-1)].reshape(rgb.shape[:2]).astype(np.uint8), "P")
+    out.putpalette(palette.astype(np.uint8).ravel().tolist())
+    return out
 
 
 if __name__ == "__main__":
