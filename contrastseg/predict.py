@@ -60,7 +60,8 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
             image = read_image(path)
             x, _ = to_tensors(image, np.zeros(image.shape[:2], np.uint8))
             scores = module.predict_scores(x[None].to(module.device))
-            labels = predict_classes(scores, image.shape[:2])[0].cpu().numpy().astype(np.uint8)
+            labels = predict_classes(scores, image.shape[:2])[0].cpu().numpy()
+            labels = labels.astype(np.uint8 if module.num_classes <= 256 else np.uint16)  # PNG: 8 or 16 bits
             colour = colourise(labels, palette)
             cv2.imwrite(str(output / f"{path.stem}_labels.png"), labels)
             cv2.imwrite(str(output / f"{path.stem}_color.png"), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
