@@ -216,20 +216,26 @@ class _TritonInfoNCE(torch.autograd.Function):
         device = z_rows.device
         grad = grad_out.float().contiguous()  # a 0-d tensor read by the kernels: no host sync
         args = (z_rows, z_cols, y_rows, y_cols, stats, grad)
-        if dq is None:  # the split forward leaves the rows' gradient (per unit of grad / N) to this kernel
+        # With two sets, either may be detached (a memory bank, a fixed set of prototypes): skip its kernel.
+        need_rows = ctx.exclude_self or ctx.needs_input_grad[0]
+        need_cols = ctx.exclude_self or ctx.needs_input_grad[2]
+        if dq is None and need_rows:  # the split forward leaves the rows' gradient (per unit of grad / N) to this kernel
             row_splits = _splits(device, n, 64, m, 32)
             dq = torch.empty(row_splits, n, d, dtype=torch.float32, device=device)  # (splits, N, D) partial sums
             _launch("grad_rows", kernels._grad_rows_kernel, lambda c: (triton.cdiv(n, c["BLOCK_M"]), row_splits), d,
                     *args, dq, n, m, d, ctx.inv_t, row_splits, exclude_self=ctx.exclude_self)
             dq = dq[0] if row_splits == 1 else dq.sum(0)  # (splits, N, D) -> (N, D)
-        col_splits = _splits(device, m, 32, n, 64)
-        dk = torch.empty(col_splits, m, d, dtype=torch.float32, device=device)
-        _launch("grad_cols", kernels._grad_cols_kernel, lambda c: (triton.cdiv(m, c["BLOCK_N"]), col_splits), d,
-                *args, dq, dk, n, m, d, ctx.inv_t, col_splits, exclude_self=ctx.exclude_self)
-        dk = dk[0] if col_splits == 1 else dk.sum(0)  # (splits, M, D) -> (M, D)
+        dk = None
+        if need_cols:
+            col_splits = _splits(device, m, 32, n, 64)
+            dk = torch.empty(col_splits, m, d, dtype=torch.float32, device=device)
+            _launch("grad_cols", kernels._grad_cols_kernel, lambda c: (triton.cdiv(m, c["BLOCK_N"]), col_splits),
+                    d, *args, stats if dq is None else dq, dk, n, m, d, ctx.inv_t, col_splits,
+                    exclude_self=ctx.exclude_self)  # (DQ is read only with one set)
+            dk = dk[0] if col_splits == 1 else dk.sum(0)  # (splits, M, D) -> (M, D)
         if ctx.exclude_self:  # one set (z_rows is z_cols): the kernel added the rows' part, the whole gradient
             return dk, None, None, None, None, None, None
-        return dq * (grad / n), None, dk, None, None, None, None
+        return None if dq is None else dq * (grad / n), None, dk, None, None, None, None
 
 
 def triton_infonce(z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tensor, *, temperature: float,
@@ -249,6 +255,7 @@ def triton_infonce(z_rows: Tensor, y_rows: Tensor, z_cols: Tensor, y_cols: Tenso
     """
     z_rows, z_cols = z_rows.float().contiguous(), z_cols.float().contiguous()  # no copy for float32 rows
     y_rows, y_cols = y_rows.contiguous(), y_cols.contiguous()
-    # (ctx.needs_input_grad inside the forward says True under no_grad as well, so decide here.)
-    with_grad = torch.is_grad_enabled() and (z_rows.requires_grad or z_cols.requires_grad)
+    # The forward computes the rows' gradient when the rows need one. (ctx.needs_input_grad inside the forward
+    # says True under no_grad as well, so decide here.)
+    with_grad = torch.is_grad_enabled() and z_rows.requires_grad
     return _TritonInfoNCE.apply(z_rows, y_rows, z_cols, y_cols, 1.0 / temperature, exclude_self, with_grad)

@@ -91,6 +91,32 @@ def low_precision_rows() -> None:
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def detached_sets() -> None:
+    """Two sets, one of them detached (a memory bank): its gradient kernel is not launched, the other's gradient
+    is exact."""
+    from contrastseg.losses import infonce_triton
+
+    g = torch.Generator().manual_seed(3)
+    rows, cols = torch.randn(50, 8, generator=g), torch.randn(40, 8, generator=g)
+    labels, contrast_labels = torch.randint(0, 4, (50,), generator=g), torch.randint(0, 4, (40,), generator=g)
+    launched = []
+    launch = infonce_triton._launch
+    infonce_triton._launch = lambda name, *a, **k: launched.append(name) or launch(name, *a, **k)
+    try:
+        for grad_rows in (True, False):
+            a, b = rows.clone().requires_grad_(grad_rows), cols.clone().requires_grad_(not grad_rows)
+            launched.clear()
+            loss = supervised_infonce(a, labels, b, contrast_labels, backend="triton")
+            (got,) = torch.autograd.grad(loss, a if grad_rows else b)
+            ref = infonce_loops(a, labels, b, contrast_labels)
+            (want,) = torch.autograd.grad(ref, a if grad_rows else b)
+            torch.testing.assert_close(got.double(), want.double(), rtol=1e-4, atol=1e-7)
+            assert ("grad_cols" in launched) != grad_rows, launched
+            assert "grad_rows" not in launched, launched  # the forward computes it when the rows need it
+    finally:
+        infonce_triton._launch = launch
+
+
 def multiscale() -> None:
     """The whole Eq. 3 + 4 loss: Triton and PyTorch backends agree on values and gradients (same anchors)."""
     g = torch.Generator().manual_seed(1)
@@ -118,6 +144,8 @@ if __name__ == "__main__":
         equations()
         degenerate()
         multiscale()
+        if not split:
+            detached_sets()
     # The tile shapes a GPU compiles first (the interpreter's default is one shape for all): same results.
     interpreter_configs = infonce_triton._configs
 
