@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
+import os
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -17,7 +18,8 @@ def timed(step: Callable[[], Any], device: str, repeats: int, *, warmup: int = 1
     """Median seconds of ``step`` over ``repeats`` and the peak memory (MiB) it adds above the state before.
 
     CUDA: ``max_memory_allocated`` above the allocation before timing. CPU: peak resident-set growth of this
-    process, so call it in a fresh process (:func:`in_fresh_process`) for a number that is the step's own.
+    process over the timed steps (the peak is reset after the warm-up), which is the step's own only when freed
+    memory goes back to the system: measure it with :func:`cpu_time_and_memory`.
     ``consecutive``: each repeat times that many steps back to back (the device is synchronised around them, not
     between them) and counts their mean, as in a training loop, where the host queues the next step while the
     device still runs the last one and a host synchronisation inside a step costs that overlap.
@@ -31,8 +33,8 @@ def timed(step: Callable[[], Any], device: str, repeats: int, *, warmup: int = 1
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        with open("/proc/self/statm") as f:
-            base = int(f.read().split()[1]) * resource.getpagesize()
+        _reset_peak_rss()
+        base = _status_kib("VmRSS") * 1024
     times = []
     for _ in range(repeats):
         if before is not None:
@@ -43,9 +45,35 @@ def timed(step: Callable[[], Any], device: str, repeats: int, *, warmup: int = 1
             step()
         sync()
         times.append((time.perf_counter() - t0) / consecutive)
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) - base
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _status_kib("VmHWM") * 1024) - base
     return statistics.median(times), max(peak, 0) / 2**20
+
+
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` memory field (kiB): ``VmRSS`` now, ``VmHWM`` its peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _reset_peak_rss() -> None:
+    """Make ``VmHWM`` start again from the current resident set (Linux 4.0+), so the warm-up's peak is not it."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+# glibc keeps freed blocks below an adaptive threshold (up to 32 MiB) for reuse, so a process's resident set
+# holds what earlier steps freed and a step's growth is undercounted by a different amount each run. With
+# these, every block above 64 KiB is mapped and returned on free: resident-set growth is the step's own. They
+# slow a step 1.5-3.5x, so time is measured in another process.
+EXACT_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+def cpu_time_and_memory(target: Callable[..., tuple], *args: Any, repeats: int, **kwargs: Any) -> tuple:
+    """``target(*args, repeats=repeats, **kwargs)`` for the time (its first element) and the same with one repeat
+    under :data:`EXACT_MALLOC` for the memory (the rest), each in a fresh process: ``(time, *memory)``."""
+    timing = in_fresh_process(partial(target, repeats=repeats, **kwargs), *args)
+    memory = in_fresh_process(partial(target, repeats=1, **kwargs), *args, env=EXACT_MALLOC)
+    return (timing[0], *memory[1:])
 
 
 def _child(target: Callable[..., Any], args: tuple, queue: Any) -> None:
@@ -55,12 +83,22 @@ def _child(target: Callable[..., Any], args: tuple, queue: Any) -> None:
         queue.put(err)
 
 
-def in_fresh_process(target: Callable[..., Any], *args: Any) -> Any:
-    """``target(*args)`` in a new (spawned) process; its exceptions are re-raised here."""
+def in_fresh_process(target: Callable[..., Any], *args: Any, env: dict[str, str] | None = None) -> Any:
+    """``target(*args)`` in a new (spawned) process, with ``env`` added to its environment; its exceptions are
+    re-raised here."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(target, args, queue))
-    proc.start()
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})  # the spawned interpreter inherits it (glibc reads these at start)
+    try:
+        proc.start()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
     result = queue.get()
     proc.join()
     if isinstance(result, Exception):

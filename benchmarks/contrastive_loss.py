@@ -9,10 +9,11 @@ InfoNCE (the N x N similarity, its exp and masks kept for autograd). Same inputs
 
 Cases (the paper's): Cityscapes-like, batch 8, 512x1024, 19 classes with Cityscapes' pixel imbalance; ADE20K-like,
 batch 16, 512x512, 150 classes; 256-d embeddings at strides 4/8/16/32. ``--scale`` shrinks the image side.
-Memory on CUDA is ``max_memory_allocated`` above the inputs; on CPU, each measurement runs in a fresh process and
-reports the peak resident-set growth. Both include the gradients of the input embeddings (as large as the
-embeddings, created by any loss on them: 340 MiB in the full Cityscapes-like and ADE20K-like cases); the last
-column leaves them out, which leaves what the loss itself holds at its peak.
+Memory on CUDA is ``max_memory_allocated`` above the inputs; on CPU, time and memory are measured in two fresh
+processes, the memory one with glibc returning freed blocks to the system (so resident-set growth is the step's
+own). Both include the gradients of the input embeddings (as large as the embeddings, created by any loss on them:
+340 MiB in the full Cityscapes-like and ADE20K-like cases); the last column subtracts them, a lower bound of what
+the loss itself holds at its peak (exact when the peak comes after the gradients exist).
 ``--profile`` adds the CUDA kernels of our loss in the Cityscapes-like case, by time (torch.profiler).
 """
 
@@ -24,7 +25,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from benchmarks._harness import in_fresh_process, timed
+from benchmarks._harness import cpu_time_and_memory, timed
 from contrastseg.losses import MultiScaleContrastiveLoss, infonce_triton, supervised_infonce
 
 STRIDES = (4, 8, 16, 32)
@@ -129,7 +130,9 @@ def _quadratic_inputs(n, device):
 _BACKENDS = {"contrastseg (torch)": "torch", "contrastseg (triton)": "triton"}  # "contrastseg": the default, auto
 
 
-def _measure(impl, case, scale, device, repeats):
+def _measure(impl, case, scale, device, repeats, threads=None):
+    if threads:  # here, not only in the parent: CPU measurements run in fresh processes
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     if case[0] == "quadratic":  # Eq. 1-2 alone on N anchors: dense N x N versus blockwise
         z, y = _quadratic_inputs(case[1], device)
@@ -170,11 +173,11 @@ def profile(scale: float, device: str) -> None:
     print(f"device kernels/copies in one forward+backward: {len(kernels)}")
 
 
-def measure(impl, case, scale, device, repeats):
-    """CUDA in this process; CPU in a fresh process per measurement, so its peak RSS is its own."""
+def measure(impl, case, scale, device, repeats, threads=None):
+    """CUDA in this process; CPU in fresh processes, time and memory apart (see ``cpu_time_and_memory``)."""
     if device == "cuda":
         return _measure(impl, case, scale, device, repeats)
-    return in_fresh_process(_measure, impl, case, scale, device, repeats)
+    return cpu_time_and_memory(_measure, impl, case, scale, device, repeats=repeats, threads=threads)
 
 
 def main() -> None:
@@ -209,7 +212,7 @@ def main() -> None:
         impls = (("baseline", "contrastseg (torch)", "contrastseg (triton)", "contrastseg") if args.device == "cuda"
                  else ("baseline", "contrastseg"))
         impls = impls[1:] if args.no_baseline else impls
-        rows = {impl: measure(impl, case, scale, args.device, repeats) for impl in impls}
+        rows = {impl: measure(impl, case, scale, args.device, repeats, args.threads) for impl in impls}
         for impl, (ms, mb, own) in rows.items():
             print(f"| {case[0]} | {batch}x{h}x{w}, {case[4]} classes | {impl} | {ms:.1f} | {mb:.0f} | {own:.0f} |",
                   flush=True)
@@ -224,7 +227,7 @@ def main() -> None:
               "contrastseg (triton)": "contrastseg fused (Triton)", "contrastseg": "contrastseg (auto)"}
     for n in args.anchors:
         for impl in impls:
-            ms, mb, _ = measure(impl, ("quadratic", n), scale, args.device, repeats)
+            ms, mb, _ = measure(impl, ("quadratic", n), scale, args.device, repeats, args.threads)
             print(f"| {n} | {labels[impl]} | {ms:.1f} | {mb:.0f} |", flush=True)
     if args.profile:
         print()

@@ -25,44 +25,58 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'timm', timm.__ver
 
 parts=${PARTS:-loss losssplit kernels step stepamp tests camvid}
 has() { [[ " $parts " == *" $1 "* ]]; }
+# Every part gets at most its own limit and never more than what is left of BUDGET_S; a part with under 20 s left
+# is skipped (and says so), so the whole run ends within the budget.
+left() { echo $((budget - (SECONDS - t0))); }
+limit() { local rem; rem=$(left); (( rem < $1 )) && echo "$rem" || echo "$1"; }
+run_part() {  # run_part NAME MAX_SECONDS COMMAND...
+  local name=$1 max=$2; shift 2
+  if (( $(left) < 20 )); then echo "== $name: skipped, BUDGET_S=$budget spent"; return; fi
+  echo "== $name ($((SECONDS - t0)) s)"
+  timeout "$(limit "$max")" "$@"
+}
 if has loss; then
-  echo "== contrastive loss ($((SECONDS - t0)) s)"
-  timeout 150 python3 -m benchmarks.contrastive_loss --profile ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss.txt"
+  run_part "contrastive loss" 150 python3 -m benchmarks.contrastive_loss --profile ${LOSS_ARGS:-} 2>&1 | tee "$out/contrastive_loss.txt"
 fi
 if has losssplit; then
-  echo "== contrastive loss, Triton kernels split ($((SECONDS - t0)) s)"
-  timeout 150 python3 -m benchmarks.contrastive_loss --triton-split --no-baseline --anchors ${LOSS_SPLIT_ARGS:-} 2>&1 | tee "$out/contrastive_loss_split.txt"
+  run_part "contrastive loss, Triton kernels split" 150 python3 -m benchmarks.contrastive_loss --triton-split \
+    --no-baseline --anchors ${LOSS_SPLIT_ARGS:-} 2>&1 | tee "$out/contrastive_loss_split.txt"
 fi
 if has kernels; then
-  echo "== InfoNCE kernels ($((SECONDS - t0)) s)"
-  timeout 90 python3 -m benchmarks.infonce_kernels ${KERNEL_ARGS:---split} 2>&1 | tee "$out/infonce_kernels.txt"
+  run_part "InfoNCE kernels" 90 python3 -m benchmarks.infonce_kernels ${KERNEL_ARGS:---split} 2>&1 | tee "$out/infonce_kernels.txt"
 fi
 if has step; then
-  echo "== train step ($((SECONDS - t0)) s)"
-  timeout 170 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"
+  run_part "train step" 170 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"
 fi
 if has stepamp; then
-  timeout 60 python3 -m benchmarks.train_step --amp bf16 ${STEP_AMP_ARGS:---families HRNetV2-W48 UPerNet-Swin-T} ${STEP_ARGS:-} 2>&1 | tee -a "$out/train_step.txt"
+  run_part "train step, bf16" 60 python3 -m benchmarks.train_step --amp bf16 \
+    ${STEP_AMP_ARGS:---families HRNetV2-W48 UPerNet-Swin-T} ${STEP_ARGS:-} 2>&1 | tee -a "$out/train_step.txt"
 fi
 if ! has camvid; then
   if has tests; then
-    echo "== CUDA tests ($((SECONDS - t0)) s)"
-    timeout ${TESTS_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py ${PYTEST_ARGS:-} 2>&1 | tee "$out/test_cuda.txt" | tail -30
+    run_part "CUDA tests" "${TESTS_TIMEOUT:-240}" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+      ${PYTEST_ARGS:-} 2>&1 | tee "$out/test_cuda.txt" | tail -30
   fi
   echo "== done in $((SECONDS - t0)) s"
   exit 0
 fi
 
-echo "== CUDA tests in the background, CamVid comparison ($((SECONDS - t0)) s)"
-timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$out/test_cuda.txt" 2>&1 &
-tests=$!
-left=$((budget - (SECONDS - t0) - 40))  # 40 s for the runs to stop, flush their logs and be scored
+if (( $(left) < 100 )); then echo "== CamVid comparison: skipped, BUDGET_S=$budget spent"; exit 0; fi
+tests=
+if has tests; then
+  echo "== CUDA tests in the background ($((SECONDS - t0)) s)"
+  timeout "$(limit "${TESTS_TIMEOUT:-300}")" python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+    ${PYTEST_ARGS:-} > "$out/test_cuda.txt" 2>&1 &
+  tests=$!
+fi
+echo "== CamVid comparison ($((SECONDS - t0)) s)"
+# The runs stop at the deadline and take up to 60 s more to flush their logs and be scored.
+deadline=$(( $(left) - 70 ))
 camvid_out=runs/camvid_gpu
 python3 -m benchmarks.camvid_comparison --root "$root" --seeds 0 1 2 --parallel 6 --out "$camvid_out" \
-  --deadline-min "$(python3 -c "print(max($left, 60) / 60)")" \
+  --deadline-min "$(python3 -c "print(max($deadline, 30) / 60)")" \
   -- --trainer.check_val_every_n_epoch=5 --data.init_args.num_workers=2 ${CAMVID_ARGS:-} 2>&1 | tee "$out/camvid.txt"
-wait $tests
-tail -5 "$out/test_cuda.txt"
+if [[ -n $tests ]]; then wait "$tests"; tail -5 "$out/test_cuda.txt"; fi
 tar czf "$out/camvid_runs.tar.gz" "$camvid_out"/*.json "$camvid_out"/*.log \
   $(find "$camvid_out" -name metrics.csv -o -name config.yaml) 2>/dev/null
 echo "== done in $((SECONDS - t0)) s"

@@ -41,3 +41,76 @@ def test_camvid_comparison_stops_the_other_runs_when_one_fails(tmp_path, monkeyp
         camvid_comparison.train([("ce", 0), ("ce_ms_cs", 0)], "unused", tmp_path, [], parallel=2, deadline_s=None)
     assert len(started) == 2 and all(p.poll() is not None for p in started)  # the sleeper did not outlive it
     assert time.perf_counter() - t0 < 60
+
+
+def _gpu_all(tmp_path, **env):
+    """benchmarks/gpu_all.sh with stand-ins for python3 and nvidia-smi that log their arguments."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    stubs = tmp_path / "bin"
+    stubs.mkdir(parents=True)
+    log = tmp_path / "calls.txt"
+    for name in ("python3", "nvidia-smi"):
+        (stubs / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
+        (stubs / name).chmod(0o755)
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["bash", str(repo / "benchmarks/gpu_all.sh"), str(tmp_path / "out")], cwd=repo,
+                            env={**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", **env},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout, log.read_text().splitlines()
+
+
+def test_gpu_all_runs_only_the_parts_asked_for(tmp_path) -> None:
+    _, calls = _gpu_all(tmp_path, PARTS="camvid")
+    assert any("benchmarks.camvid_comparison" in c for c in calls)
+    assert not any("pytest" in c for c in calls), "the CUDA tests run only with PARTS containing tests"
+    _, calls = _gpu_all(tmp_path / "2", PARTS="kernels tests")
+    run = [c.split()[2] for c in calls if c.startswith("python3 -m ")]
+    assert run == ["benchmarks.infonce_kernels", "pytest"]
+
+
+def test_gpu_all_skips_parts_once_the_budget_is_spent(tmp_path) -> None:
+    out, calls = _gpu_all(tmp_path, PARTS="loss step camvid", BUDGET_S="10")
+    assert not any(c.startswith("python3 -m ") for c in calls)
+    assert "contrastive loss: skipped" in out and "CamVid comparison: skipped" in out
+
+
+def _allocate_mib(mib, repeats, threads=None):
+    """A step that holds ``mib`` MiB at its peak and frees it, timed as the benchmarks time theirs."""
+    import torch
+
+    from benchmarks._harness import timed
+
+    if threads:
+        torch.set_num_threads(threads)
+    seconds, peak = timed(lambda: torch.ones(mib * 2**18).sum(), "cpu", repeats)
+    return seconds, peak, torch.get_num_threads()
+
+
+def test_cpu_memory_is_the_steps_own() -> None:
+    """Freed memory returns to the system in the memory process, so every repeat's peak is the step's 40 MiB
+    (glibc's reuse would hide part of it); options reach the child processes."""
+    from benchmarks._harness import cpu_time_and_memory
+
+    seconds, peak, threads = cpu_time_and_memory(_allocate_mib, 40, repeats=3, threads=1)
+    assert seconds > 0 and 38 <= peak <= 44 and threads == 1
+
+
+def test_baseline_computes_the_same_loss() -> None:
+    """The per-pair-loop baseline and our loss agree on average over sampler draws (each draws its own anchors)."""
+    import torch
+
+    from contrastseg.losses import MultiScaleContrastiveLoss
+
+    labels = contrastive_loss.realistic_labels(2, 128, 256, 19, seed=0)
+    g = torch.Generator().manual_seed(1)
+    emb = [torch.randn(2, 32, 128 // s, 256 // s, generator=g) for s in contrastive_loss.STRIDES]
+    ours, base = [], []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        base.append(float(contrastive_loss.baseline_loss(emb, labels)))
+        ours.append(float(MultiScaleContrastiveLoss()(emb, labels).total))
+    assert abs(sum(ours) - sum(base)) / sum(base) < 0.01
