@@ -29,6 +29,11 @@ def check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, sou
         )
 
 
+def spread_seed(seed: int) -> int:
+    """A hashed 31-bit seed: ``spread_seed(s) + epoch`` runs never meet for neighbouring ``s`` (SeedSequence)."""
+    return int(np.random.SeedSequence([seed, 0x0DA7A]).generate_state(1, np.uint32)[0] >> 1)
+
+
 class SegmentationDataModule(LightningDataModule):
     """Base class: subclasses fill ``self.datasets`` in :meth:`setup` and set the class facts in ``__init__``.
 
@@ -132,8 +137,12 @@ class SegmentationDataModule(LightningDataModule):
         return int(self.seed if self.seed is not None else os.environ.get("PL_GLOBAL_SEED", 0))
 
     def train_sampler(self, dataset: Dataset, num_replicas: int, rank: int) -> Any:
-        """This process's share of each epoch, a function of ``set_epoch`` only (override for other orders)."""
-        return DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=self.order_seed)
+        """This process's share of each epoch, a function of ``set_epoch`` only (override for other orders).
+
+        ``DistributedSampler`` shuffles with ``seed + epoch``, so seeds ``s`` and ``s + 1`` would see the same
+        orders one epoch apart (a sweep's seeds would share most of their data order); it gets a hashed seed."""
+        return DistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
+                                  seed=spread_seed(self.order_seed))
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, seeded per epoch, augmentation seeded per item; resumes mid-epoch (see :meth:`state_dict`)."""

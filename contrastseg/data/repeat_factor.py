@@ -42,7 +42,7 @@ def repeat_factors(presence: np.ndarray, threshold: float = 0.15) -> np.ndarray:
 class RepeatFactorSampler(DistributedSampler):
     """Each epoch: frame ``I`` appears ``floor(r(I))`` times plus once more with probability ``frac(r(I))``.
 
-    The stochastic rounding and the shuffle are drawn from ``seed + epoch`` (``set_epoch``, which Lightning calls),
+    The stochastic rounding and the shuffle are drawn from ``(seed, epoch)`` (``set_epoch``, which Lightning calls),
     identically on every process; each process takes a disjoint, equally long shard of that epoch's list (padded
     by wrapping around), so DDP ranks never wait on each other. Being a ``DistributedSampler``, Lightning keeps it
     instead of wrapping it.
@@ -79,7 +79,7 @@ class RepeatFactorSampler(DistributedSampler):
 
     def _epoch_indices(self) -> np.ndarray:
         """This epoch's ``epoch_size`` frame indices (every rank computes the same list)."""
-        rng = np.random.default_rng(self.seed + self.epoch)
+        rng = np.random.default_rng([self.seed, self.epoch])  # not seed + epoch: seeds s, s+1 would share orders
         n = len(self.factors)
         # Systematic sampling: points u, u+1, u+2, ... over the fractional parts laid end to end in a random order;
         # frame j gets an extra copy when a point falls in its interval (probability frac_j, at most one point).

@@ -203,3 +203,28 @@ def test_class_presence_is_cached(tmp_path) -> None:
     assert presence.tolist() == [[True, True, False], [False, False, True]]
     masks.clear()  # a second call must not read the data again
     assert class_presence(Fake(), 3, cache_dir=tmp_path).tolist() == presence.tolist()
+
+
+def test_neighbouring_seeds_do_not_share_epoch_orders() -> None:
+    """With ``seed + epoch`` shuffling, seed 1's epoch e was seed 0's epoch e + 1: the seeds of a sweep shared
+    most of their data order. Both training samplers now draw unrelated orders for neighbouring seeds."""
+    from contrastseg.data import SyntheticDataModule
+
+    def orders(sampler_for_seed, seed):
+        sampler = sampler_for_seed(seed)
+        out = []
+        for epoch in range(4):
+            sampler.set_epoch(epoch)
+            out.append(list(sampler))
+        return out
+
+    def plain(seed):
+        return SyntheticDataModule(seed=seed).train_sampler(range(40), 1, 0)
+
+    def repeat(seed):
+        return RepeatFactorSampler(np.linspace(1.0, 2.5, 40), seed=seed, num_replicas=1, rank=0)
+
+    for sampler_for_seed in (plain, repeat):
+        a, b = orders(sampler_for_seed, 0), orders(sampler_for_seed, 1)
+        assert a[0] != a[1]  # a new order every epoch
+        assert all(b[e] != a[e + 1] for e in range(3)), sampler_for_seed.__name__
