@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+from unittest.mock import patch
 
 import torch
 
@@ -89,16 +90,8 @@ def in_fresh_process(target: Callable[..., Any], *args: Any, env: dict[str, str]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(target, args, queue))
-    saved = {key: os.environ.get(key) for key in env or {}}
-    os.environ.update(env or {})  # the spawned interpreter inherits it (glibc reads these at start)
-    try:
+    with patch.dict(os.environ, env or {}):  # the spawned interpreter inherits it (glibc reads these at start)
         proc.start()
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key)
-            else:
-                os.environ[key] = value
     result = queue.get()
     proc.join()
     if isinstance(result, Exception):

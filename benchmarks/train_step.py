@@ -55,12 +55,8 @@ def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str,
     scaler = torch.amp.GradScaler(device, enabled=amp == "fp16")
 
     def step():
-        if module.nonfinite != "ignore":  # as ContrastSegModule.training_step: BatchNorm state kept for a rollback
-            module._backup_buffers()
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss, logs = module.training_loss(images, labels)
-        if module.nonfinite != "ignore":  # and the finiteness check, the default loop's one host synchronisation
-            module._finite(loss, logs, {"image": images}, 0)
+            loss, _ = module._guarded_loss({"image": images, "mask": labels}, 0)  # as training_step computes it
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)

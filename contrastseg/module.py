@@ -173,13 +173,21 @@ class ContrastSegModule(LightningModule):
             term.prepare(mask)
         return self.compute_loss(self(image), mask)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+    def _guarded_loss(self, batch: dict[str, Any], batch_idx: int) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """:meth:`training_loss` under the ``nonfinite`` policy (BatchNorm state backed up, one host sync for the
+        finiteness check); the loss is ``None`` for a batch to skip. ``benchmarks/train_step.py`` times this."""
         if self.nonfinite != "ignore":
             self._backup_buffers()
         loss, logs = self.training_loss(batch["image"], batch["mask"])
-        bs = batch["image"].shape[0]
         if self.nonfinite != "ignore" and not self._finite(loss, logs, batch, batch_idx):
+            return None, logs
+        return loss, logs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        loss, logs = self._guarded_loss(batch, batch_idx)
+        if loss is None:
             return None  # Lightning skips backward and the optimiser step
+        bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict({f"train/loss_{k}": v for k, v in logs.items()}, batch_size=bs)
         return loss

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
-    stems = [p.stem for p in files]
-    twice = sorted({p.name for p in files if stems.count(p.stem) > 1})
+    stems = Counter(p.stem for p in files)
+    twice = sorted(p.name for p in files if stems[p.stem] > 1)
     if twice:  # their outputs would overwrite each other
         raise DataError(f"images in {images} share a name and would write the same outputs: {', '.join(twice[:6])}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

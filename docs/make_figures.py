@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import nbclient
-import numpy as np
 import nbformat
+import numpy as np
 from PIL import Image
 
 from contrastseg.data.camvid import CamVidDataset
@@ -49,10 +49,11 @@ def quantize(image: Image.Image) -> Image.Image:
     """256 colours that include every class colour, black and white exactly: a plain median cut over a figure that
     is mostly photo merges the few pixels of each class colour into photo tones (CamVid's building came out near
     black). Pixels go to their nearest palette colour, computed here (PIL's own mapping is approximate)."""
-    rgb = np.asarray(image.convert("RGB"))
+    image = image.convert("RGB")
+    rgb = np.asarray(image)
     fixed = sorted({c for palette in (CamVidDataset.palette, SYNTHETIC_PALETTE) for c in palette}
                    | {(0, 0, 0), (255, 255, 255)})
-    adaptive = image.convert("RGB").quantize(256 - len(fixed), dither=Image.Dither.NONE).getpalette()
+    adaptive = image.quantize(256 - len(fixed), dither=Image.Dither.NONE).getpalette()
     palette = np.asarray([*fixed, *np.asarray(adaptive).reshape(-1, 3)[: 256 - len(fixed)]], dtype=np.int64)
     colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)  # (U, 3), (H*W,)
     nearest = np.concatenate([((c[:, None, :].astype(np.int64) - palette[None]) ** 2).sum(-1).argmin(1)

@@ -95,19 +95,16 @@ def collect_runs(roots: Sequence[str | Path], *, stage: str = "val") -> list[dic
         config = yaml.safe_load((metrics.parent / "config.yaml").read_text())
         name = saved_logger_name(config) or metrics.parent.parent.name
         if name not in groups:
-            groups[name] = {"row": name, **describe_run(config), "runs": []}
-        runs = groups[name]["runs"]
+            groups[name] = {"row": name, **describe_run(config), "runs": {}}
+        runs = groups[name]["runs"]  # seed -> run: one seed counts once (a `validate` writes a folder of its own)
         seed = config.get("seed_everything")
         run = {"seed": seed, "mIoU": json.loads(metrics.read_text()).get("mIoU"), "path": str(metrics.parent)}
-        same = next((i for i, r in enumerate(runs) if r["seed"] == seed), None)
-        if same is None:
-            runs.append(run)
-        else:  # one seed counts once: a `validate` of the run writes its own folder under the same name
-            print(f"contrastseg collect: {name}, seed {seed}: {run['path']} replaces the older {runs[same]['path']}",
+        if seed in runs:
+            print(f"contrastseg collect: {name}, seed {seed}: {run['path']} replaces the older {runs[seed]['path']}",
                   file=sys.stderr)
-            runs[same] = run
+        runs[seed] = run
     for entry in groups.values():
-        entry["runs"].sort(key=lambda r: (r["seed"] is None, str(r["seed"])))
+        entry["runs"] = sorted(entry["runs"].values(), key=lambda r: (r["seed"] is None, str(r["seed"])))
     return list(groups.values())
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from segmentation_models_pytorch.losses import LovaszLoss
 import torch
+from segmentation_models_pytorch.losses import LovaszLoss
 from torch import Tensor
 
 from contrastseg.losses.base import LossTerm, TermOutput

@@ -150,7 +150,7 @@ class Encoder(nn.Module):
                 f"pretrained=True)\" fills ~/.cache/huggingface) or pass encoder.checkpoint_path"
             ) from err
         self.name = name
-        self.nhwc, self.pad_to = spec.nhwc, spec.pad_to
+        self.pad_to = spec.pad_to
         self.channels: tuple[int, ...] = tuple(self.backbone.feature_info.channels())
         self.strides: tuple[int, ...] = tuple(self.backbone.feature_info.reduction())
         # The segmentation Swin (Swin-Transformer-Semantic-Segmentation, mmseg) normalises every output stage with
