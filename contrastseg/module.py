@@ -13,6 +13,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 from rich.console import Console
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from contrastseg.errors import ConfigError, DataError, NonFiniteLossError
@@ -135,6 +136,10 @@ class ContrastSegModule(LightningModule):
             stage: MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, validate_args=False)
             for stage in ("val", "test")
         })
+        # The evaluation loss as a sum and a count synchronised over processes: Lightning's own epoch mean of a
+        # logged value divides by an integer mean of the per-process counts, which is wrong when processes score
+        # different numbers of images (an evaluation split is not padded to a multiple of the world size).
+        self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
 
     # ------------------------------------------------------------------ forward and loss
 
@@ -199,7 +204,7 @@ class ContrastSegModule(LightningModule):
         cost more than the copy itself.
         """
         if getattr(self, "_buffer_list", None) is None:
-            self._buffer_list = [b for n, b in self.named_buffers() if not n.startswith("confmats.")]
+            self._buffer_list = [b for n, b in self.named_buffers() if not n.startswith(("confmats.", "eval_losses."))]
         return self._buffer_list
 
     def _backup_buffers(self) -> None:
@@ -246,7 +251,8 @@ class ContrastSegModule(LightningModule):
         if self._plain_eval():
             output = self(batch["image"])
             loss, _ = self.compute_loss(output, batch["mask"])
-            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=batch["image"].shape[0])
+            self.eval_losses[stage].update(loss.detach(), batch["image"].shape[0])
+            self.log(f"{stage}/loss", self.eval_losses[stage], batch_size=batch["image"].shape[0])
             pred = predict_classes(output.logits, batch["mask"].shape[-2:])
         else:  # sliding windows / TTA: no loss, scores at the image size
             pred = predict_classes(self.predict_scores(batch["image"]), batch["mask"].shape[-2:])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from contrastseg.data.resumable import ResumableSampler, SeededItems, files_being_read, reading_table
 from contrastseg.errors import DataError
 
-__all__ = ["SegmentationDataModule", "check_mask_values"]
+__all__ = ["EvalDistributedSampler", "SegmentationDataModule", "check_mask_values"]
 
 
 def check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, source: str) -> None:
@@ -32,6 +32,23 @@ def check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, sou
 def spread_seed(seed: int) -> int:
     """A hashed 31-bit seed: ``spread_seed(s) + epoch`` runs never meet for neighbouring ``s`` (SeedSequence)."""
     return int(np.random.SeedSequence([seed, 0x0DA7A]).generate_state(1, np.uint32)[0] >> 1)
+
+
+class EvalDistributedSampler(DistributedSampler):
+    """Process ``rank``'s share of an evaluation split, every item exactly once over all processes: items
+    ``rank, rank + world, ...``, without the padding ``DistributedSampler`` adds (duplicates would be scored twice).
+
+    A ``DistributedSampler`` subclass, so Lightning keeps it instead of injecting its own. Processes may get one
+    item fewer than others; metrics are summed over processes at the epoch's end, which needs no equal counts.
+    """
+
+    def __init__(self, dataset: Dataset, *, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
+        self.total_size = len(dataset)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
 
 
 class SegmentationDataModule(LightningDataModule):
@@ -113,10 +130,18 @@ class SegmentationDataModule(LightningDataModule):
             exception.add_note(message)
 
     def _loader(self, split: str) -> DataLoader:
+        # Under DDP every image of an evaluation split is scored exactly once: Lightning's DistributedSampler would
+        # pad the split to a multiple of the world size, and the padded duplicates would enter the confusion matrix.
         # An own generator: creating a loader iterator draws worker seeds from it, never from the global RNG
         # that the training step uses (so a resumed run's random streams match an uninterrupted one's).
+        dataset = self._tracked(split)
+        world, rank = self._world()
+        if 1 < world and len(dataset) < world:  # a process without a batch would stop Lightning's evaluation loop
+            raise DataError(f"the {split} split has {len(dataset)} image(s), fewer than the {world} processes: "
+                            "evaluate it with --trainer.devices=1")
+        sampler = EvalDistributedSampler(dataset, num_replicas=world, rank=rank) if world > 1 else None
         return DataLoader(
-            self._tracked(split), batch_size=self.val_batch_size, shuffle=False, num_workers=self.num_workers,
+            dataset, batch_size=self.val_batch_size, shuffle=False, sampler=sampler, num_workers=self.num_workers,
             pin_memory=self.pin_memory, persistent_workers=self.persistent_workers, generator=torch.Generator(),
         )
 
