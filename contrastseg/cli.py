@@ -165,16 +165,23 @@ def _apply_term_overrides(out: list[str], overrides: dict[str, dict[str, object]
 
 
 def expand_configs(argv: Sequence[str]) -> list[str]:
-    """Expand ``extends`` chains of ``--config FILE`` and ``--<term>.<option>=value`` loss-term shorthands."""
-    out: list[str] = []
+    """Expand ``extends`` chains of ``--config FILE`` and ``--<term>.<option>=value`` loss-term shorthands.
+
+    A config file or command-line value that names another ``class_path`` for a node (``--model.optimizer=Adam``,
+    ``--config adam.yaml`` after ``--config base.yaml``) starts that node from the new class's defaults, whichever
+    way the files are combined (see :func:`_drop_replaced_init_args`).
+    """
+    out: list[str | list[str]] = []  # arguments; a list holds the config files of one --config, expanded
     overrides: dict[str, dict[str, object]] = {}
     i = 0
     while i < len(argv):
         arg = argv[i]
         if arg in ("--config", "-c") and i + 1 < len(argv) and Path(argv[i + 1]).suffix in (".yaml", ".yml"):
-            files, i = _resolve_extends(Path(argv[i + 1]).resolve()), i + 2
+            out.append(_resolve_extends(Path(argv[i + 1]).resolve()))
+            i += 2
         elif arg.startswith("--config=") and Path(arg[9:]).suffix in (".yaml", ".yml"):
-            files, i = _resolve_extends(Path(arg[9:]).resolve()), i + 1
+            out.append(_resolve_extends(Path(arg[9:]).resolve()))
+            i += 1
         elif re.fullmatch(r"--(contrast|ce)\.\w+(=.*)?", arg, flags=re.DOTALL):  # --key=value or --key value
             if "=" in arg:
                 key, value = arg[2:].split("=", 1)
@@ -189,14 +196,11 @@ def expand_configs(argv: Sequence[str]) -> list[str]:
                 problem = " ".join(str(getattr(err, "problem", "") or err).split())
                 raise ConfigError(f"--{key}: value {value!r} is not valid YAML ({problem})") from err
             i += 1
-            continue
         else:
             out.append(arg)
             i += 1
-            continue
-        for f in _drop_replaced_init_args(files):
-            out += ["--config", f]
-    return _apply_term_overrides(out, overrides) if overrides else out
+    flat = _drop_replaced_init_args(out)
+    return _apply_term_overrides(flat, overrides) if overrides else flat
 
 
 def _class_nodes(tree: object, keys: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], object]]:
@@ -209,29 +213,94 @@ def _class_nodes(tree: object, keys: tuple[str, ...] = ()) -> list[tuple[tuple[s
     return found
 
 
-def _drop_replaced_init_args(files: list[str]) -> list[str]:
-    """The configs of one ``extends`` chain, where a later file's new ``class_path`` starts from that class's defaults.
+def _cli_class(arg: str) -> tuple[tuple[str, ...], str] | None:
+    """``(key path, class)`` of a command-line ``--a.b=Class``, ``--a.b.class_path=Class`` or
+    ``--a.b='{class_path: Class, ...}'`` (``None`` for anything else; whether ``a.b`` is a class node is checked
+    against the configs)."""
+    match = re.fullmatch(r"--([\w.]+)=(.+)", arg, flags=re.DOTALL)
+    if match is None:
+        return None
+    keys, value = tuple(match.group(1).split(".")), match.group(2)
+    if keys[-1] == "class_path":
+        return keys[:-1], value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return None
+    if isinstance(parsed, dict) and isinstance(parsed.get("class_path"), str):
+        return keys, parsed["class_path"]
+    return (keys, parsed) if isinstance(parsed, str) and re.fullmatch(r"[A-Za-z_][\w.]*", parsed) else None
+
+
+def _same_class(a: object, b: object) -> bool:
+    """Whether two ``class_path`` values name the same class (``Adam`` and ``torch.optim.Adam`` do)."""
+    return str(a).rsplit(".", 1)[-1] == str(b).rsplit(".", 1)[-1] and (
+        "." not in str(a) or "." not in str(b) or str(a) == str(b))
+
+
+def _node(tree: object, keys: tuple[str, ...]) -> object:
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+# Options that name the experiment rather than configure the class: a new logger class (`_wandb.yaml` after an
+# experiment's CSV logger) keeps the experiment's run name.
+_KEPT_ACROSS_CLASSES = {("trainer", "logger"): ("name",)}
+
+
+def _drop_replaced_init_args(args: list[str | list[str]]) -> list[str]:
+    """The command line with every ``--config``, where a later new ``class_path`` starts from that class's defaults.
 
     jsonargparse keeps the earlier ``init_args`` of a node that the new class also accepts: ``optimizer:
     {class_path: torch.optim.Adam, init_args: {lr: 1.0e-4}}`` over the defaults' SGD would silently inherit SGD's
-    ``weight_decay: 5.0e-4``. A config that names another class means that class as written, so the earlier files'
-    ``init_args`` of that node are dropped (only the files that change are passed as YAML text instead of a path).
+    ``weight_decay: 5.0e-4``. A config file, or a command-line ``--key=Class`` / ``--key.class_path=Class``, that
+    names another class means that class as written, so the ``init_args`` of that node in every earlier file are
+    dropped, across ``extends`` chains and separate ``--config`` arguments alike (only the files that change are
+    passed as YAML text instead of a path). The one exception is the run name of a logger
+    (``trainer.logger.init_args.name``), which names the experiment whichever logger records it.
+
+    Args:
+        args: the command line, each ``--config`` already expanded into the list of its files (bases first).
     """
+    files = [f for a in args if isinstance(a, list) for f in a]
     trees = [yaml.safe_load(Path(f).read_text() if f.endswith((".yaml", ".yml")) else f) or {} for f in files]
     edited = [False] * len(files)
-    for i, later in enumerate(trees):
-        for keys, new_class in _class_nodes(later):
-            current = None  # the class in effect at this node as the earlier files are applied
-            for j in range(i):
-                node = trees[j]
-                for key in keys:
-                    node = node.get(key) if isinstance(node, dict) else None
-                if not isinstance(node, dict):
-                    continue
-                current = node.get("class_path", current)
-                if current != new_class and node.pop("init_args", None) is not None:
-                    edited[j] = True
-    return [yaml.safe_dump(tree, sort_keys=False) if changed else f for f, tree, changed in zip(files, trees, edited)]
+    seen = 0  # files before the current argument
+
+    def replace(keys: tuple[str, ...], new_class: object, before: int) -> None:
+        current = None  # the class in effect at this node as the earlier files are applied
+        for j in range(before):
+            node = _node(trees[j], keys)
+            if not isinstance(node, dict):
+                continue
+            current = node.get("class_path", current)
+            if current is None or _same_class(current, new_class) or "init_args" not in node:
+                continue
+            kept = {k: v for k, v in (node.pop("init_args") or {}).items() if k in _KEPT_ACROSS_CLASSES.get(keys, ())}
+            if kept:
+                node["init_args"] = kept
+            edited[j] = True
+
+    for arg in args:
+        if isinstance(arg, list):
+            for tree in trees[seen:seen + len(arg)]:
+                for keys, new_class in _class_nodes(tree):
+                    replace(keys, new_class, seen)
+                seen += 1
+        elif (found := _cli_class(arg)) is not None and any(
+                isinstance(_node(t, found[0]), dict) and "class_path" in _node(t, found[0]) for t in trees[:seen]):
+            replace(*found, seen)
+    out: list[str] = []
+    k = 0
+    for arg in args:
+        if not isinstance(arg, list):
+            out.append(arg)
+            continue
+        for f in arg:
+            out += ["--config", yaml.safe_dump(trees[k], sort_keys=False) if edited[k] else f]
+            k += 1
+    return out
 
 
 def _one_line(err: BaseException) -> str:

@@ -206,6 +206,30 @@ def test_a_new_class_in_a_later_file_does_not_inherit_the_old_class_options(tmp_
     assert resolved["sgd"]["init_args"]["lr"] == 0.5 and resolved["sgd"]["init_args"]["weight_decay"] == 0.1  # merged
 
 
+@pytest.mark.parametrize("how", ["two --config files", "--key=Class", "--key.class_path=Class", "--key={class_path}"])
+def test_a_new_class_drops_the_old_options_however_it_is_given(tmp_path: Path, capsys, how: str) -> None:
+    """`--config base.yaml --config adam.yaml` gave Adam the quickstart AdamW's weight_decay and lr (the same file
+    through `extends` did not); a command-line class did the same."""
+    (tmp_path / "adam.yaml").write_text("model:\n  optimizer:\n    class_path: torch.optim.Adam\n")
+    extra = {"two --config files": ["--config", str(tmp_path / "adam.yaml")],
+             "--key=Class": ["--model.optimizer=torch.optim.Adam"],
+             "--key.class_path=Class": ["--model.optimizer.class_path=Adam"],
+             "--key={class_path}": ["--model.optimizer={class_path: torch.optim.Adam}"]}[how]
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "experiments" / "quickstart.yaml"), *extra, "--print_config"])
+    optimizer = yaml.safe_load(capsys.readouterr().out)["model"]["optimizer"]
+    assert optimizer["class_path"] == "torch.optim.Adam"
+    assert optimizer["init_args"]["weight_decay"] == 0 and optimizer["init_args"]["lr"] == 0.001  # Adam's defaults
+
+
+def test_the_same_class_again_keeps_the_earlier_options(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "experiments" / "quickstart.yaml"), "--model.optimizer=AdamW",
+              "--print_config"])
+    optimizer = yaml.safe_load(capsys.readouterr().out)["model"]["optimizer"]
+    assert optimizer["init_args"]["weight_decay"] == 0.0001 and optimizer["init_args"]["lr"] == 0.002
+
+
 def test_top_level_help_lists_the_extra_commands() -> None:
     result = _run("--help")
     assert result.returncode == 0
