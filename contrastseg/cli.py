@@ -5,30 +5,44 @@ Configs are YAML files merged in the order given (``--config a.yaml --config b.y
 short diffs over ``experiments/_defaults.yaml``.
 
 ``fit --ckpt_path last`` resumes the newest ``last.ckpt`` of the run name (``<save_dir>/<name>/*/checkpoints``, not
-only the new version folder Lightning would look in) and keeps logging into that run's version folder.
+only the new version folder Lightning would look in) whose run has the same resolved config, and keeps logging
+into that run's version folder; any other run gets a version folder of its own, claimed atomically. Checkpoints
+load with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import sys
+import zipfile
 from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 import yaml
+from jsonargparse import Namespace
 from lightning import LightningModule, Trainer
-from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from contrastseg.callbacks.checkpoint import run_folder
+from contrastseg.callbacks.checkpoint import AtomicCheckpointIO, run_folder, runs_folder, version_folder
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.module import ContrastSegModule
-from contrastseg.resume import logger_init_args, resolve_last
+from contrastseg.resume import CONFIG_KEY, logger_init_args, reopen_logger, resolve_last
+from contrastseg.runs import (
+    BOOKKEEPING,
+    EVALUATION_BOOKKEEPING,
+    EVALUATION_KEYS,
+    claim_version,
+    config_differences,
+    launch_rank_zero,
+)
 
 __all__ = ["ContrastSegCLI", "expand_configs", "main"]
 
@@ -36,53 +50,179 @@ _SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 class LoggerSaveConfigCallback(SaveConfigCallback):
-    """Saves ``config.yaml`` in the run folder beside ``checkpoints/`` and logs the same resolved config to W&B.
+    """Saves ``config.yaml`` in the run folder beside ``checkpoints/``, stores the same resolved config in every
+    checkpoint (what ``--ckpt_path last`` compares) and logs it to W&B.
 
-    Lightning saves it in ``trainer.log_dir``, which for W&B is the ``save_dir`` every run shares.
+    Lightning saves it in ``trainer.log_dir``, which for W&B is the ``save_dir`` every run shares. Another run's
+    ``config.yaml`` is never replaced: a run folder that holds one with a different config (a pinned
+    ``version``) is an error.
     """
+
+    claimed: Path | None = None  # the version folder this process created for a new run (ContrastSegCLI)
+
+    def resolved(self) -> dict[str, Any]:
+        """The run's resolved config as plain YAML types."""
+        if getattr(self, "_resolved", None) is None:
+            self._resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        return self._resolved
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.already_saved:
             return
+        _adopt_rank_zero_version(trainer, self.config, self.claimed)
         if self.save_to_log_dir:
             folder = run_folder(trainer)  # broadcast from rank 0
-            path = os.path.join(folder, self.config_filename)
-            fs = get_filesystem(folder)
-            # As Lightning's SaveConfigCallback.setup, with trainer.log_dir replaced by run_folder(trainer).
-            if not self.overwrite and trainer.strategy.broadcast(trainer.is_global_zero and fs.isfile(path)):
-                raise RuntimeError(f"{type(self).__name__} expected {path} to NOT exist: set overwrite to replace it")
-            if trainer.is_global_zero:
-                fs.makedirs(folder, exist_ok=True)
-                self.parser.save(self.config, path, skip_none=False, overwrite=self.overwrite, multifile=self.multifile)
+            path = Path(folder) / self.config_filename
+            problem = None
+            if trainer.is_global_zero and path.is_file():
+                saved = yaml.safe_load(path.read_text()) or {}
+                differences = config_differences(saved, self.resolved())
+                if differences:
+                    problem = (f"run folder {folder} already holds the config.yaml of another run (it differs in "
+                               f"{'; '.join(differences[:3])}): remove trainer.logger.init_args.version to start "
+                               "a new run folder, or resume that run with its own config")
+            problem = trainer.strategy.broadcast(problem)
+            if problem:
+                raise ConfigError(problem)
+            if trainer.is_global_zero:  # written whole, then renamed: a reader never sees half a config
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                self.parser.save(self.config, str(tmp), skip_none=False, overwrite=True, multifile=self.multifile)
+                os.replace(tmp, path)
         if trainer.is_global_zero:
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True
         self.already_saved = trainer.strategy.broadcast(self.already_saved)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.resolved()  # plain types: loads with weights_only=True
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         from lightning.pytorch.loggers import WandbLogger
 
         loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if loggers:
-            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
             for logger in loggers:
-                logger.experiment.config.update(resolved, allow_val_change=True)
+                logger.experiment.config.update(self.resolved(), allow_val_change=True)
+
+
+def _numbered(logger: object) -> bool:
+    """Whether a logger numbers its runs ``version_N`` by listing folders (and so needs a claimed folder)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    return isinstance(logger, (CSVLogger, TensorBoardLogger))
+
+
+def _adopt_rank_zero_version(trainer: Trainer, config: Namespace, claimed: Path | None) -> None:
+    """Every process logs under the version process 0 claimed (ranks > 0 did not claim one); a process that
+    claimed another folder (a second node's main process) removes it while it is still empty."""
+    if trainer.world_size < 2 or not trainer.loggers or not _numbered(trainer.loggers[0]):
+        return
+    logger = trainer.loggers[0]
+    version = trainer.strategy.broadcast(logger.version)
+    if claimed is not None and claimed.name != version_folder(version):
+        with contextlib.suppress(OSError):
+            claimed.rmdir()
+    init_args = logger_init_args(config)
+    if version != logger.version and init_args is not None:
+        reopen_logger(trainer, init_args, version)
+
+
+def _check_checkpoint_file(ckpt_path: object) -> None:
+    """A one-line error for a ``--ckpt_path`` file that is missing, empty, not a checkpoint, or holds objects that
+    would run code when unpickled: before Lightning's CLI reads it, and before any run folder is made for it."""
+    if not isinstance(ckpt_path, (str, Path)) or str(ckpt_path) in ("last", "hpc", "registry") or \
+            "://" in str(ckpt_path) or str(ckpt_path).startswith("registry:"):
+        return
+    path = Path(ckpt_path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"--ckpt_path {ckpt_path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"--ckpt_path {ckpt_path}: not a file")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"--ckpt_path {ckpt_path}: the file is empty")
+    with path.open("rb") as f:
+        legacy = f.read(1) == b"\x80"  # torch.save's pre-1.6 format is a bare pickle
+    if not legacy and not zipfile.is_zipfile(path):
+        raise ConfigError(f"--ckpt_path {ckpt_path}: not a PyTorch checkpoint, or truncated (no zip directory at "
+                          "its end)")
+    AtomicCheckpointIO().load_checkpoint(path, map_location="cpu", mmap=not legacy)  # only the structure is read
+
+
+def _sync_batchnorm_off(config: Namespace) -> str | None:
+    """Turn ``trainer.sync_batchnorm`` off where it cannot work or does nothing; the notice, or ``None``.
+
+    PyTorch's SyncBatchNorm runs on GPUs only (DDP on the CPU fails at the first step) and with one process it is
+    plain BatchNorm, so the paper configs run unchanged on one GPU or a CPU.
+    """
+    trainer = config.get("trainer")
+    if trainer is None or not trainer.get("sync_batchnorm"):
+        return None
+    accelerator = str(trainer.get("accelerator") or "auto")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator == "cpu" or (accelerator == "auto" and gpus == 0):
+        why = "it needs GPUs and this run is on the CPU"
+    else:
+        devices, nodes = trainer.get("devices"), int(trainer.get("num_nodes") or 1)
+        if isinstance(devices, (list, tuple)):
+            count = len(devices)
+        elif str(devices).strip() in ("auto", "-1"):
+            count = gpus
+        elif isinstance(devices, str) and "," in devices:
+            count = len([d for d in devices.split(",") if d.strip()])
+        else:
+            try:
+                count = int(devices)
+            except (TypeError, ValueError):
+                return None
+        if count * nodes != 1:
+            return None
+        why = "with one process it is plain BatchNorm"
+    trainer["sync_batchnorm"] = False
+    return f"trainer.sync_batchnorm turned off: {why}"
 
 
 class ContrastSegCLI(LightningCLI):
-    """LightningCLI whose model receives ``num_classes``, ``ignore_index`` and ``class_names`` from the data, and
-    whose ``--ckpt_path last`` finds the newest ``last.ckpt`` of the run name (see :func:`~contrastseg.resume.resolve_last`)."""
+    """LightningCLI whose model receives ``num_classes``, ``ignore_index`` and ``class_names`` from the data, whose
+    ``--ckpt_path last`` resumes the newest ``last.ckpt`` of a run with the same config (see
+    :func:`~contrastseg.resume.resolve_last`), and whose every run gets a folder of its own."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for key in ("num_classes", "ignore_index", "class_names", "class_groups", "palette"):
             parser.link_arguments(f"data.{key}", f"model.{key}", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # Lightning's CLI loads the checkpoint next, to read its hyperparameters
+            _check_checkpoint_file(self.config[subcommand].get("ckpt_path"))
+
+    def before_instantiate_classes(self) -> None:
+        notice = _sync_batchnorm_off(self.config.get(str(self.subcommand), self.config))
+        if notice and launch_rank_zero():
+            print(f"contrastseg: {notice}", file=sys.stderr)
+
     def before_fit(self) -> None:
-        # Lightning looks for "last" only in the checkpoint folder of the new logger version, which is empty.
         config = self.config_init[self.subcommand]
+        if config.get("weights_only") is None and "weights_only" in config:
+            config["weights_only"] = True  # a checkpoint must not run code (Lightning unpickles URLs fully)
+        saver = next((cb for cb in self.trainer.callbacks if isinstance(cb, LoggerSaveConfigCallback)), None)
+        resolved = saver.resolved() if saver is not None else None
+        init_args = logger_init_args(self.config[self.subcommand])
+        logger = self.trainer.loggers[0] if self.trainer.loggers else None
         if config.get("ckpt_path") == "last":
-            config["ckpt_path"] = resolve_last(self.trainer, logger_init_args(self.config[self.subcommand]),
-                                               required=self.subcommand != "fit")
+            # Lightning looks for "last" only in the checkpoint folder of the new logger version, which is empty.
+            evaluating = self.subcommand != "fit"
+            config["ckpt_path"] = resolve_last(self.trainer, init_args, required=evaluating, config=resolved,
+                                               ignore=EVALUATION_BOOKKEEPING if evaluating else BOOKKEEPING,
+                                               only=EVALUATION_KEYS if evaluating else None)
+        reopened = logger is not None and self.trainer.loggers[0] is not logger  # resuming in the run's folder
+        if (_numbered(logger) and not reopened and init_args is not None and init_args.get("version") is None
+                and launch_rank_zero()):
+            version = claim_version(runs_folder(self.trainer))  # atomic: two runs started together get two
+            reopen_logger(self.trainer, init_args, version)
+            if saver is not None:
+                saver.claimed = runs_folder(self.trainer) / version_folder(version)
 
     before_validate = before_test = before_predict = before_fit
 
@@ -308,7 +448,7 @@ def _one_line(err: BaseException) -> str:
     lines = [ln for ln in str(err).splitlines() if ln.strip()]
     text = lines[-1] if lines else type(err).__name__
     prefix = f"{type(err).__module__}.{type(err).__name__}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text.removeprefix(prefix)
 
 
 def _condense(message: str) -> str:
@@ -385,7 +525,7 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
         print(f"contrastseg: error: {_condense(str(err))}\n(see: contrastseg {' '.join(argv[:1])} --help)",
               file=sys.stderr)
         raise SystemExit(2) from None
-    except Exception as err:  # noqa: BLE001 - re-raised unless it is (or wraps) a user-input error
+    except Exception as err:
         user_error = _find_user_error(err)
         if user_error is None:
             raise

@@ -21,3 +21,8 @@ class NonFiniteLossError(ContrastSegError, FloatingPointError):
 
 class AnchorLimitError(ContrastSegError, MemoryError):
     """``sampling="all"`` met more anchors than its hard cap; the message gives the count and the memory it needs."""
+
+
+class CheckpointError(ContrastSegError, OSError):
+    """A checkpoint cannot be written (full disk, permissions) or loaded (missing, corrupt, or holding objects that
+    would run code when unpickled); the message names the file and the cause."""

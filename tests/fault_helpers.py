@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning import Callback
 
+from contrastseg.data import SyntheticDataModule
 from contrastseg.losses import LossTerm, TermOutput
 
 
@@ -43,3 +46,27 @@ class NaNAt(LossTerm):
 def weights(ckpt: Path) -> dict[str, torch.Tensor]:
     """The module weights of a checkpoint."""
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def rendezvous(folder: str | Path, parties: int = 2, timeout: float = 300.0) -> None:
+    """Wait until ``parties`` processes have called this with the same ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(folder.iterdir())) < parties:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(list(folder.iterdir()))} of {parties} runs arrived")
+        time.sleep(0.05)
+
+
+class MeetingSyntheticData(SyntheticDataModule):
+    """The synthetic data, whose ``prepare_data`` waits for ``parties`` runs: two runs started together then are
+    together between the logger choosing its version and creating its folder (where Lightning calls it)."""
+
+    def __init__(self, *, meet: str, parties: int = 2, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.meet, self.parties = meet, parties
+
+    def prepare_data(self) -> None:
+        rendezvous(self.meet, self.parties)

@@ -4,7 +4,9 @@ the run folder where both checkpoints and metric files live, for any logger."""
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import uuid
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -14,16 +16,26 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "find_last_checkpoint", "run_folder", "runs_folder", "version_folder"]
+from contrastseg.errors import CheckpointError
+
+__all__ = [
+    "AtomicCheckpointIO", "LastCheckpoint", "find_last_checkpoint", "last_checkpoints", "run_folder", "runs_folder",
+    "version_folder",
+]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write each checkpoint to a temporary file beside it, flush it to disk, then rename it into place.
+    """Write each checkpoint to a temporary file beside it, flush it to disk, then rename it into place; load with
+    ``weights_only=True``; name the file and the cause when either fails.
 
     A crash, kill or full disk during a save leaves the previous file at that path intact and loadable (a rename
     within one folder is atomic on POSIX file systems). Lightning's own ``TorchCheckpointIO`` opens the target for
-    writing directly, so an interrupted save leaves a truncated ``last.ckpt`` and no way back. Remote paths
+    writing directly, so an interrupted save leaves a truncated ``last.ckpt`` and no way back. The file gets the
+    permissions of any other file the run writes (``0666`` less the umask), so teammates can read it. Remote paths
     (``s3://`` and the like) fall back to Lightning's writer.
+
+    Loading never unpickles code: ``weights_only=True`` unless the caller passes ``False`` explicitly (Lightning's
+    default for a URL is ``False``, so a crafted checkpoint could run code).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
@@ -34,16 +46,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         try:
+            # os.open with 0o666 applies the umask as every other file of the run (mkstemp would give 0600).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             with os.fdopen(fd, "wb") as f:
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            kept = " (the previous checkpoint there is intact)" if target.is_file() else ""
+            raise CheckpointError(f"cannot write checkpoint {target}: {err.strerror or err}{kept}") from err
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None, *,
+                        mmap: bool = False) -> dict[str, Any]:
+        """Lightning's loading with ``weights_only=True`` by default and one-line errors.
+
+        Args:
+            path: file or URL.
+            map_location: as ``torch.load``.
+            weights_only: ``None`` means ``True``; pass ``False`` only for a file you trust.
+            mmap: map a local file instead of reading it (tensors are read when touched).
+
+        Raises:
+            CheckpointError: the file is missing, corrupt or truncated, or holds objects that would run code.
+        """
+        weights_only = True if weights_only is None else weights_only
+        try:
+            if mmap and "://" not in str(path):
+                return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=True)
+            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
+                                  f"types, and unpickling them could run code ({_first_line(err)})") from err
+        except FileNotFoundError as err:
+            raise CheckpointError(f"cannot load checkpoint {path}: no such file") from err
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+            raise CheckpointError(f"cannot load checkpoint {path}: corrupt or truncated ({_first_line(err)})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -119,9 +168,9 @@ def run_folder(trainer: Any) -> str:
     return trainer.strategy.broadcast(folder)
 
 
-def find_last_checkpoint(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
-                         accept: Callable[[Path], bool] | None = None) -> Path | None:
-    """The most recently written ``last*.ckpt`` of a run name, or ``None``.
+def last_checkpoints(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
+                     accept: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Every ``last*.ckpt`` of a run name, newest first.
 
     Args:
         runs: the run name's folder (``<save_dir>/<name>``): every ``<runs>/*/checkpoints/`` is searched.
@@ -130,10 +179,17 @@ def find_last_checkpoint(runs: str | Path | None, *, folders: Iterable[str | Pat
             the folders of every run in the project).
 
     Returns:
-        The newest existing checkpoint by modification time, or ``None``.
+        The existing checkpoints by modification time, newest first.
     """
     found = Path(runs).glob("*/checkpoints/last*.ckpt") if runs is not None else ()
     candidates = [p for p in found if accept is None or accept(p.parent.parent)]
     candidates += [p for folder in folders for p in Path(folder).glob("last*.ckpt")]
-    candidates = [p for p in candidates if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+    candidates = list(dict.fromkeys(p for p in candidates if p.is_file()))
+    return sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_last_checkpoint(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
+                         accept: Callable[[Path], bool] | None = None) -> Path | None:
+    """The most recently written ``last*.ckpt`` of a run name, or ``None`` (see :func:`last_checkpoints`)."""
+    candidates = last_checkpoints(runs, folders=folders, accept=accept)
+    return candidates[0] if candidates else None

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from contrastseg.data.resumable import ResumableSampler, SeededItems, files_being_read, reading_table
-from contrastseg.errors import DataError
+from contrastseg.errors import ConfigError, DataError
 
 __all__ = ["EvalDistributedSampler", "SegmentationDataModule", "check_mask_values"]
 
@@ -175,6 +176,11 @@ class SegmentationDataModule(LightningDataModule):
         world, rank = self._world()
         sampler = ResumableSampler(self.train_sampler(dataset, world, rank), seed=self.order_seed, rank=rank,
                                    epoch_fn=self._current_epoch)
+        if len(sampler.inner) < self.batch_size:  # drop_last: not one batch, and Lightning would exit as if done
+            share = f" ({len(sampler.inner)} per process on {world})" if world > 1 else ""
+            raise DataError(f"the train split has {len(dataset)} images{share}, fewer than one batch of "
+                            f"{self.batch_size}: nothing would be trained. Lower data.init_args.batch_size or add "
+                            "images")
         self._train_sampler = sampler
         if self._resume:
             epoch, done = self._resume["epoch"], self._resume["items_done"]
@@ -197,11 +203,34 @@ class SegmentationDataModule(LightningDataModule):
         # The sampler's epoch is the one whose data the batch counter refers to (trainer.current_epoch already
         # moves on when an epoch ends); the counter holds the batches whose optimisation step has run.
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {"epoch": sampler.epoch, "items_done": int(done) * self.batch_size}
+        return {"epoch": sampler.epoch, "items_done": int(done) * self.batch_size, "batch_size": self.batch_size,
+                "world_size": int(trainer.world_size)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Applied by the next :meth:`train_dataloader`: the resumed epoch skips the items already trained on."""
+        """Applied by the next :meth:`train_dataloader`: the resumed epoch skips the items already trained on.
+
+        Raises:
+            ConfigError: the checkpoint was saved inside an epoch with another batch size or number of processes,
+                whose remaining batches this run cannot replay (at an epoch's end a warning names both).
+        """
         self._resume = {k: int(v) for k, v in state_dict.items() if k in ("epoch", "items_done")}
+        saved = (int(state_dict.get("batch_size", self.batch_size)), int(state_dict.get("world_size", 0)))
+        world = self._world()[0]
+        now = (self.batch_size, world if saved[1] else 0)  # checkpoints without the process count: not compared
+        if saved == now or not self._resume:
+            return
+        what = (f"the checkpoint was trained with data.init_args.batch_size={saved[0]} on {saved[1] or '?'} "
+                f"process(es), this run has batch_size={self.batch_size} on {world}")
+        done = self._resume.get("items_done", 0)
+        if done and "train" in self.datasets:  # an epoch whose last full batch was trained is finished
+            share = len(self.train_sampler(self.datasets["train"], max(saved[1], 1), 0))
+            done = 0 if done + saved[0] > share else done
+        if done:
+            raise ConfigError(f"{what}, and it was saved {done} items into epoch {self._resume['epoch']}: the rest "
+                              "of that epoch cannot be replayed with other batches. Resume with the same batch size "
+                              "and number of processes, or from a checkpoint saved at an epoch's end")
+        rank_zero_warn(f"{what}: the next epoch starts with the new batches, so steps and the learning-rate "
+                       "schedule no longer match an uninterrupted run")
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

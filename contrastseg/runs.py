@@ -1,0 +1,109 @@
+"""What makes two runs the same run, and claiming a new run's folder so that no two runs share one.
+
+``--ckpt_path last`` may only continue a run trained with the same resolved config (seed included): a seed sweep
+whose every job passes ``--ckpt_path last`` (``experiments/slurm.sh``) must give one run per seed, not one run
+continued by every seed. :func:`config_differences` compares two resolved configs while ignoring the keys that
+only say how a run is started, logged or fed (:data:`BOOKKEEPING`).
+
+A logger that numbers its runs (CSV, TensorBoard) picks ``version_N`` by listing folders, so two runs started at
+the same moment picked the same one, and a checkpoint ended up beside another run's ``config.yaml``.
+:func:`claim_version` creates the folder with ``mkdir`` (atomic: exactly one process succeeds) and takes the next
+number when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_only
+
+__all__ = [
+    "BOOKKEEPING", "EVALUATION_BOOKKEEPING", "EVALUATION_KEYS", "claim_version", "config_differences", "launch_rank_zero",
+]
+
+# Keys that do not change what a run trains: how it is started, logged, shown, checkpointed and how fast data is
+# read. A key matches itself and everything below it.
+BOOKKEEPING = (
+    "ckpt_path", "weights_only", "trainer.logger", "trainer.callbacks", "trainer.enable_progress_bar",
+    "trainer.enable_model_summary", "trainer.enable_checkpointing", "trainer.log_every_n_steps",
+    "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.min_epochs", "trainer.min_steps",
+    "trainer.num_sanity_val_steps", "trainer.profiler", "trainer.default_root_dir", "trainer.barebones",
+    "data.init_args.num_workers", "data.init_args.pin_memory", "data.init_args.persistent_workers",
+    "data.init_args.val_batch_size",
+)
+# validate / test / predict: the training run must match (seed, model, data), not how it is evaluated: every other
+# top-level key (the trainer, the subcommand's own arguments) and these do not count.
+EVALUATION_KEYS = ("seed_everything", "model", "data")
+EVALUATION_BOOKKEEPING = (*BOOKKEEPING, "model.evaluation", "data.init_args.batch_size")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a.b.0.c": value}`` for every leaf of nested mappings and lists."""
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, value in tree.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, list) and tree and any(isinstance(v, (dict, list)) for v in tree):
+        return {k: v for i, value in enumerate(tree) for k, v in _flatten(value, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], *, ignore: Iterable[str] = BOOKKEEPING,
+                       only: Iterable[str] | None = None) -> list[str]:
+    """The keys in which two resolved configs differ, as ``key: saved -> current``, bookkeeping keys aside.
+
+    Args:
+        saved: a run's ``config.yaml``, parsed.
+        current: the resolved config of the run being started, parsed from the same YAML dump.
+        ignore: keys (and everything below them) that do not count.
+        only: if given, only these keys (and everything below them) count.
+
+    Returns:
+        One line per differing key, sorted; empty when the configs describe the same run.
+    """
+    ignored, kept = tuple(ignore), None if only is None else tuple(only)
+
+    def under(key: str, keys: tuple[str, ...]) -> bool:
+        return any(key == k or key.startswith(f"{k}.") for k in keys)
+
+    def counts(key: str) -> bool:
+        return not under(key, ignored) and (kept is None or under(key, kept))
+
+    a, b = _flatten(saved), _flatten(current)
+    absent = "<absent>"
+    return [f"{key}: {a.get(key, absent)} -> {b.get(key, absent)}" for key in sorted(a.keys() | b.keys())
+            if counts(key) and a.get(key, absent) != b.get(key, absent)]
+
+
+def launch_rank_zero() -> bool:
+    """Whether this process is global rank 0, read from the launcher's environment before any process group.
+
+    DDP's subprocess launcher starts ranks > 0 with ``LOCAL_RANK`` set; torchrun and SLURM set ``RANK`` /
+    ``SLURM_PROCID``; a second node's main process has ``NODE_RANK`` > 0.
+    """
+    return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0" and \
+        os.environ.get("GROUP_RANK", "0") == "0"
+
+
+def claim_version(runs: Path) -> int:
+    """Create ``runs/version_N`` for the smallest free ``N`` above every existing version, atomically.
+
+    ``mkdir`` fails for every process but one when several create the same folder, so two runs started together
+    get two folders; the loser takes the next number.
+
+    Args:
+        runs: the run name's folder (``<save_dir>/<name>``), created if missing.
+
+    Returns:
+        ``N``; the folder exists and is empty.
+    """
+    runs.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in runs.glob("version_*") if p.name[8:].isdigit()]
+    n = max(taken, default=-1) + 1
+    while True:
+        try:
+            (runs / f"version_{n}").mkdir()
+            return n
+        except FileExistsError:
+            n += 1
