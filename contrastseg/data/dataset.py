@@ -6,41 +6,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
 from contrastseg.data.base import check_mask_values
+from contrastseg.data.files import is_hidden, read_image, read_mask
 from contrastseg.data.transforms import Transform, to_tensors
 from contrastseg.errors import DataError
 
 __all__ = ["SegmentationDataset", "build_lut", "default_palette", "read_image", "read_mask", "require_dir"]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB with OpenCV; :class:`DataError` names a corrupt file.
-
-    Decoded from the file's bytes with ``cv2.imdecode``, which rejects a JPEG cut short: ``cv2.imread`` returns
-    one with the missing rows grey and only prints a warning that names no file, so it would train silently.
-    """
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise DataError(f"cannot read image {path} ({err.strerror or err})") from err
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"cannot decode image {path} (corrupt, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Decode a label PNG to ``(H, W)`` integers; a colour (RGB) label map is an error naming the file."""
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise DataError(f"cannot decode label {path} (missing, corrupt or not an image)")
-    if mask.ndim != 2:
-        raise DataError(f"label {path} has shape {mask.shape}; expected a single-channel map of class indices")
-    return mask
 
 
 def build_lut(mapping: Mapping[int, int] | None, *, default: int | None = None, size: int = 65536) -> np.ndarray:
@@ -93,6 +67,7 @@ class SegmentationDataset(Dataset):
     optional_splits: ClassVar[tuple[str, ...]] = ()  # splits a complete copy of the dataset may lack
     unannotated_splits: ClassVar[tuple[str, ...]] = ()  # splits whose official labels are all ignore
     strict_pairs: ClassVar[bool] = True
+    allow_jpeg_labels: ClassVar[bool] = False  # JPEG label files are refused (see contrastseg.data.files)
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:
         self.root = Path(root).expanduser()
@@ -167,7 +142,7 @@ class SegmentationDataset(Dataset):
             fit a byte).
         """
         mask_path = self.pairs[index][1]
-        mask = read_mask(mask_path)
+        mask = read_mask(mask_path, allow_jpeg=self.allow_jpeg_labels)
         if self.lut is not None:
             raw, mask = mask, self.lut[mask]
             unknown = mask < 0

@@ -31,6 +31,8 @@ class FolderDataset(SegmentationDataset):
         label_map: raw label value -> training id (e.g. ``{11: 255}`` for CamVid's "unlabelled").
         class_names: one name per class (``None``: ``class_0`` ...).
         transform: albumentations-style transform applied before normalisation.
+        allow_jpeg_labels: accept JPEG label files (refused by default: lossy compression turns class values near
+            edges into other valid classes). A JPEG is recognised by its bytes, whatever its suffix.
 
     Raises:
         DataError: the folders are missing (the message shows the expected layout), empty, or an image has no
@@ -41,7 +43,9 @@ class FolderDataset(SegmentationDataset):
         self, root: str | Path, split: str = "train", transform: Transform | None = None, *, num_classes: int,
         image_dir: str = "{split}", mask_dir: str = "{split}annot", mask_suffix: str = ".png",
         label_map: Mapping[int, int] | None = None, class_names: Sequence[str] | None = None,
+        allow_jpeg_labels: bool = False,
     ) -> None:
+        self.allow_jpeg_labels = allow_jpeg_labels  # type: ignore[misc]
         self.num_classes = num_classes  # type: ignore[misc]
         self.class_names = tuple(class_names) if class_names else tuple(f"class_{i}" for i in range(num_classes))  # type: ignore[misc]
         self.palette = default_palette(num_classes)  # type: ignore[misc]
@@ -82,6 +86,7 @@ class FolderDataModule(SegmentationDataModule):
         test_split: split used for ``test`` (``None``: the validation split).
         crop_size: ``(height, width)`` of training crops.
         scale_range: random rescale range of training images.
+        allow_jpeg_labels: accept JPEG label files (refused by default: lossy compression invents class values).
         **loader_kwargs: see :class:`~contrastseg.data.base.SegmentationDataModule`.
     """
 
@@ -90,8 +95,9 @@ class FolderDataModule(SegmentationDataModule):
         image_dir: str = "{split}", mask_dir: str = "{split}annot", mask_suffix: str = ".png",
         label_map: dict[int, int] | None = None, train_split: str = "train", val_split: str = "val",
         test_split: str | None = None, crop_size: Sequence[int] = (512, 512),
-        scale_range: Sequence[float] = (0.5, 2.0), batch_size: int = 8, val_batch_size: int | None = 1,
-        num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = True, seed: int | None = None,
+        scale_range: Sequence[float] = (0.5, 2.0), allow_jpeg_labels: bool = False, batch_size: int = 8,
+        val_batch_size: int | None = 1, num_workers: int = 4, pin_memory: bool = True,
+        persistent_workers: bool = True, seed: int | None = None,
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, persistent_workers=persistent_workers, seed=seed)
@@ -106,7 +112,8 @@ class FolderDataModule(SegmentationDataModule):
         self.crop_size, self.scale_range = tuple(crop_size), tuple(scale_range)
         self.splits = {"train": train_split, "val": val_split, "test": test_split or val_split}
         self.dataset_kwargs = dict(num_classes=num_classes, image_dir=image_dir, mask_dir=mask_dir,
-                                   mask_suffix=mask_suffix, label_map=label_map, class_names=self.class_names)
+                                   mask_suffix=mask_suffix, label_map=label_map, class_names=self.class_names,
+                                   allow_jpeg_labels=allow_jpeg_labels)
 
     def make_dataset(self, split: str, transform: Any = None) -> FolderDataset:
         return FolderDataset(self.root, self.splits[split], transform=transform, **self.dataset_kwargs)
