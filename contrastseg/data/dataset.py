@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,7 +55,9 @@ class SegmentationDataset(Dataset):
 
     An image without its label, or a label file without its image, is a :class:`DataError` naming the files
     (the first few, and how many in all). With ``strict_pairs = False`` (what ``contrastseg check-data`` uses) they
-    are listed in ``unmatched`` instead and the dataset holds the matched pairs.
+    are listed in ``unmatched`` instead and the dataset holds the matched pairs. Hidden files are skipped, label
+    names are matched regardless of letter case, and an ambiguous pairing is an error naming the files (see
+    :meth:`match_labels`).
     """
 
     num_classes: ClassVar[int]
@@ -101,7 +104,12 @@ class SegmentationDataset(Dataset):
 
     def match_labels(self, images: Sequence[Path], label_for: Any, labels: Iterable[Path] = ()
                      ) -> list[tuple[Path, Path]]:
-        """Pair each image with ``label_for(image)``; record every unpaired file in ``self.unmatched``.
+        """Pair each image with ``label_for(image)``; record every unpaired or ambiguous file in ``self.unmatched``.
+
+        Hidden files (names starting with ``.``, such as macOS's ``._<name>`` AppleDouble metadata) are skipped.
+        When the expected label is missing, a file of ``labels`` whose name differs from it only in letter case
+        (``a.PNG`` or ``A.png`` for ``a.png``) is its label; two such files are reported, naming both. Two images
+        that would share one label (a stem with two extensions, ``a.jpg`` and ``a.png``) are reported, naming both.
 
         Args:
             images: the split's image files.
@@ -109,11 +117,34 @@ class SegmentationDataset(Dataset):
             labels: the label files found in the split's label folder(s); any that no image claims is reported
                 as a label without an image.
         """
-        pairs, claimed = [], set()
-        for image in images:
+        labels = [p for p in labels if not is_hidden(p)]
+        by_case: dict[str, list[Path]] = defaultdict(list)
+        for label in labels:
+            by_case[str(label).casefold()].append(label)
+        resolved: dict[Path, Path] = {}  # image -> its label (or the missing path it looked for)
+        claimed: set[Path] = set()
+        for image in (p for p in images if not is_hidden(p)):
             label = label_for(image)
             claimed.add(label)
-            if label.is_file():
+            if not label.is_file():  # the name in another letter case (case-sensitive file systems)
+                candidates = sorted(set(by_case.get(str(label).casefold(), ())))
+                claimed.update(candidates)
+                if len(candidates) > 1:
+                    self.unmatched.append(f"image {image} has no label {label.name} but {len(candidates)} that differ "
+                                          f"from it in letter case only: {', '.join(map(str, candidates))}; keep one")
+                    continue
+                label = candidates[0] if candidates else label
+            resolved[image] = label
+        owners: dict[Path, list[Path]] = defaultdict(list)
+        for image, label in resolved.items():
+            owners[label].append(image)
+        pairs = []
+        for image, label in resolved.items():
+            if len(owners[label]) > 1:
+                if image == owners[label][0]:
+                    self.unmatched.append(f"images {' and '.join(map(str, owners[label]))} would share the label "
+                                          f"{label} (one name, two extensions or letter cases); keep one of them")
+            elif label.is_file():
                 pairs.append((image, label))
             else:
                 self.unmatched.append(f"image {image} has no label: missing {label}")

@@ -21,6 +21,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 class FolderDataset(SegmentationDataset):
     """Pairs ``root/<image_dir>/<stem>.<jpg|png|...>`` with ``root/<mask_dir>/<stem><mask_suffix>``.
 
+    Hidden files in either folder (names starting with ``.``, such as the ``._<name>`` AppleDouble files macOS
+    writes next to every file it copies to a foreign disk) are skipped. A label whose name differs from the expected
+    one only in letter case (``a.PNG`` or ``A.png`` for ``a.png``) is matched; two such labels for one image, or two
+    images with one stem (``a.jpg`` and ``a.png``), are an error naming both files.
+
     Args:
         root: dataset root.
         split: split name, substituted for ``{split}`` in the folder patterns.
@@ -59,7 +64,8 @@ class FolderDataset(SegmentationDataset):
         image_folder = require_dir(root / self.image_dir.format(split=split), self.layout)
         mask_folder = require_dir(root / self.mask_dir.format(split=split), self.layout)
         images = sorted(p for p in image_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        labels = [p for p in mask_folder.iterdir() if p.name.endswith(self.mask_suffix)]
+        suffix = self.mask_suffix.casefold()
+        labels = [p for p in mask_folder.iterdir() if p.name.casefold().endswith(suffix)]
         return self.match_labels(images, lambda p: mask_folder / f"{p.stem}{self.mask_suffix}", labels)
 
     def label_lut(self) -> np.ndarray | None:

@@ -93,3 +93,44 @@ def test_camvid_train_crops(camvid_root: Path) -> None:
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 128, 160) and batch["mask"].shape == (2, 128, 160)
+
+
+def test_label_names_match_regardless_of_letter_case(tmp_path: Path) -> None:
+    """``a.PNG`` (suffix) and ``IMG.png`` (stem) are the labels of ``a.png`` and ``img.png`` on any file system."""
+    _write(tmp_path, "train", ["a", "img"])
+    (tmp_path / "trainannot/a.png").rename(tmp_path / "trainannot/a.PNG")
+    (tmp_path / "trainannot/img.png").rename(tmp_path / "trainannot/IMG.png")
+    ds = FolderDataset(tmp_path, "train", num_classes=3)
+    assert [(i.name, m.name) for i, m in ds.pairs] == [("a.png", "a.PNG"), ("img.png", "IMG.png")]
+    assert ds[1]["mask"].max() == 1
+
+
+def test_labels_differing_only_in_case_are_ambiguous(tmp_path: Path) -> None:
+    _write(tmp_path, "train", ["a"])
+    (tmp_path / "trainannot/a.png").rename(tmp_path / "trainannot/A.png")
+    cv2.imwrite(str(tmp_path / "trainannot/a.PNG"), np.zeros((20, 30), np.uint8))
+    with pytest.raises(DataError, match=r"train/a.png has no label a.png but 2 .*letter case.*trainannot/A.png, "
+                                        r".*trainannot/a.PNG"):
+        FolderDataset(tmp_path, "train", num_classes=3)
+
+
+def test_hidden_and_apple_double_files_are_skipped(tmp_path: Path) -> None:
+    """macOS writes ``._a.png`` (metadata, not an image) beside ``a.png`` in both folders when copying to a USB disk."""
+    _write(tmp_path, "train", ["a"])
+    for folder in ("train", "trainannot"):
+        (tmp_path / folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+        (tmp_path / folder / ".DS_Store").write_bytes(b"Bud1")
+        (tmp_path / folder / ".b.png").write_bytes(b"")
+    ds = FolderDataset(tmp_path, "train", num_classes=3)
+    assert [(i.name, m.name) for i, m in ds.pairs] == [("a.png", "a.png")]
+    assert ds[0]["mask"].max() == 1
+
+
+@pytest.mark.parametrize("second", ["a.jpg", "A.jpg"])
+def test_one_stem_twice_in_the_image_folder_names_both(tmp_path: Path, second: str) -> None:
+    """``a.png`` and ``a.jpg`` (or ``A.jpg``) would both pair with ``a.png``; neither silently shadows the other."""
+    _write(tmp_path, "train", ["a", "b"])
+    cv2.imwrite(str(tmp_path / "train" / second), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(DataError, match=rf"images .*train/(a.png and .*train/{second}|{second} and .*train/a.png) "
+                                        r"would share the label .*trainannot/a.png"):
+        FolderDataset(tmp_path, "train", num_classes=3)
