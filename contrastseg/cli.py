@@ -271,8 +271,7 @@ def _find_user_error(err: BaseException) -> ContrastSegError | None:
 
 
 _MORE_COMMANDS = (
-    "more commands: contrastseg check-data DATASET ROOT (inspect a dataset; also: folder ROOT --num-classes N, or "
-    "--config FILE), contrastseg collect RUNS... (runs -> "
+    "more commands: contrastseg check-data DATASET ROOT (inspect a dataset), contrastseg collect RUNS... (runs -> "
     "the paper's ablation table), contrastseg predict CHECKPOINT IMAGES OUTPUT (label and colour files for a "
     "folder; options: contrastseg predict-folder --help)")
 
