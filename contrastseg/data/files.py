@@ -28,7 +28,7 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 EXPECTED_LABELS = "class-index PNGs (grey 8/16-bit, 1-bit or palette) are expected"
 JPEG_OPTION = "data.init_args.allow_jpeg_labels"
 # PNG colour types (IHDR byte 25) that cannot hold class indices in one channel.
-_COLOUR_TYPES = {2: "RGB", 4: "grey with an alpha channel", 6: "RGBA"}
+_COLOUR_TYPES = {2: "a colour image (RGB PNG)", 4: "a grey image with an alpha channel", 6: "a colour image (RGBA PNG)"}
 
 
 def is_hidden(path: Path) -> bool:
@@ -91,8 +91,8 @@ def read_mask(path: Path, *, allow_jpeg: bool = False) -> np.ndarray:
     if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":  # IHDR is the first chunk; bytes 24/25 of the file
         depth, colour_type = head[24], head[25]  # are the bit depth and the colour type
         if colour_type in _COLOUR_TYPES:
-            raise DataError(f"label {path} is a colour image ({_COLOUR_TYPES[colour_type]} PNG); "
-                            f"{EXPECTED_LABELS}, one class index per pixel")
+            raise DataError(f"label {path} is {_COLOUR_TYPES[colour_type]}; {EXPECTED_LABELS}, one class index per "
+                            "pixel")
         if colour_type == 3:
             return _palette_indices(data, path)
     # IMREAD_UNCHANGED keeps 16 bits and ignores the EXIF orientation.
