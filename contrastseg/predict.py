@@ -3,7 +3,9 @@
     contrastseg predict-folder runs/.../best.ckpt my_images/ predictions/ --overlay
     contrastseg predict-folder best.ckpt imgs/ out/ --eval '{mode: slide, crop_size: [512, 1024], flip: true}'
 
-For every image it writes ``<stem>_labels.png`` (class indices), ``<stem>_color.png`` (the dataset palette) and
+Images are read on their raw pixel grid (an EXIF orientation tag is ignored, as in training), so every output
+lines up with its image file's pixels; hidden files (``.*``, such as macOS's ``._<name>``) are skipped. For every
+image it writes ``<stem>_labels.png`` (class indices), ``<stem>_color.png`` (the dataset palette) and
 with ``--overlay`` ``<stem>_overlay.jpg`` (prediction blended over the image). The palette comes from the data
 module the checkpoint was trained with (a fixed palette otherwise); evaluation options as ``model.evaluation``.
 """
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 import yaml
 
-from contrastseg.data.dataset import default_palette, read_image
+from contrastseg.data.dataset import default_palette
+from contrastseg.data.files import is_hidden, read_image
 from contrastseg.data.folder import IMAGE_SUFFIXES
 from contrastseg.data.transforms import to_tensors
 from contrastseg.errors import ConfigError, ContrastSegError, DataError
@@ -42,7 +45,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
         raise ConfigError(f"checkpoint {checkpoint} does not exist")
     if not images.is_dir():
         raise DataError(f"image folder {images} does not exist")
-    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p))
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
     stems = Counter(p.stem for p in files)

@@ -48,3 +48,34 @@ def test_predict_folder_errors(checkpoint: Path, tmp_path: Path, capsys) -> None
     with pytest.raises(SystemExit) as exit_info:
         main(["predict-folder", str(checkpoint), str(images), str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "share a name" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def _phone_photo(images: Path) -> None:
+    """A 64x96 photo tagged "rotated 90°" (EXIF orientation 6), as phones save them."""
+    from PIL import Image
+
+    images.mkdir()
+    image, _ = render_scene(np.random.default_rng(0), 64, 96)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(image).save(images / "phone.jpg", exif=exif, quality=95)
+
+
+def test_predict_folder_reads_the_raw_pixel_grid(checkpoint: Path, tmp_path: Path) -> None:
+    """The labels have the stored size and grid (EXIF orientation ignored, as in training)."""
+    _phone_photo(tmp_path / "images")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict-folder", str(checkpoint), str(tmp_path / "images"), str(tmp_path / "out")])
+    assert exit_info.value.code == 0
+    assert cv2.imread(str(tmp_path / "out/phone_labels.png"), cv2.IMREAD_UNCHANGED).shape == (64, 96)
+
+
+def test_predict_folder_skips_hidden_files(checkpoint: Path, tmp_path: Path) -> None:
+    """macOS's ``._<name>`` metadata files (and other hidden files) are not images."""
+    _phone_photo(tmp_path / "images")
+    (tmp_path / "images/._phone.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+    (tmp_path / "images/.hidden.png").write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict-folder", str(checkpoint), str(tmp_path / "images"), str(tmp_path / "out")])
+    assert exit_info.value.code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["phone_color.png", "phone_labels.png"]

@@ -2,45 +2,20 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
 from contrastseg.data.base import check_mask_values
+from contrastseg.data.files import is_hidden, read_image, read_mask
 from contrastseg.data.transforms import Transform, to_tensors
 from contrastseg.errors import DataError
 
 __all__ = ["SegmentationDataset", "build_lut", "default_palette", "read_image", "read_mask", "require_dir"]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file to ``(H, W, 3)`` uint8 RGB with OpenCV; :class:`DataError` names a corrupt file.
-
-    Decoded from the file's bytes with ``cv2.imdecode``, which rejects a JPEG cut short: ``cv2.imread`` returns
-    one with the missing rows grey and only prints a warning that names no file, so it would train silently.
-    """
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise DataError(f"cannot read image {path} ({err.strerror or err})") from err
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DataError(f"cannot decode image {path} (corrupt, truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Decode a label PNG to ``(H, W)`` integers; a colour (RGB) label map is an error naming the file."""
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise DataError(f"cannot decode label {path} (missing, corrupt or not an image)")
-    if mask.ndim != 2:
-        raise DataError(f"label {path} has shape {mask.shape}; expected a single-channel map of class indices")
-    return mask
 
 
 def build_lut(mapping: Mapping[int, int] | None, *, default: int | None = None, size: int = 65536) -> np.ndarray:
@@ -80,7 +55,9 @@ class SegmentationDataset(Dataset):
 
     An image without its label, or a label file without its image, is a :class:`DataError` naming the files
     (the first few, and how many in all). With ``strict_pairs = False`` (what ``contrastseg check-data`` uses) they
-    are listed in ``unmatched`` instead and the dataset holds the matched pairs.
+    are listed in ``unmatched`` instead and the dataset holds the matched pairs. Hidden files are skipped, label
+    names are matched regardless of letter case, and an ambiguous pairing is an error naming the files (see
+    :meth:`match_labels`).
     """
 
     num_classes: ClassVar[int]
@@ -93,6 +70,7 @@ class SegmentationDataset(Dataset):
     optional_splits: ClassVar[tuple[str, ...]] = ()  # splits a complete copy of the dataset may lack
     unannotated_splits: ClassVar[tuple[str, ...]] = ()  # splits whose official labels are all ignore
     strict_pairs: ClassVar[bool] = True
+    allow_jpeg_labels: ClassVar[bool] = False  # JPEG label files are refused (see contrastseg.data.files)
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:
         self.root = Path(root).expanduser()
@@ -126,7 +104,12 @@ class SegmentationDataset(Dataset):
 
     def match_labels(self, images: Sequence[Path], label_for: Any, labels: Iterable[Path] = ()
                      ) -> list[tuple[Path, Path]]:
-        """Pair each image with ``label_for(image)``; record every unpaired file in ``self.unmatched``.
+        """Pair each image with ``label_for(image)``; record every unpaired or ambiguous file in ``self.unmatched``.
+
+        Hidden files (names starting with ``.``, such as macOS's ``._<name>`` AppleDouble metadata) are skipped.
+        When the expected label is missing, a file of ``labels`` whose name differs from it only in letter case
+        (``a.PNG`` or ``A.png`` for ``a.png``) is its label; two such files are reported, naming both. Two images
+        that would share one label (a stem with two extensions, ``a.jpg`` and ``a.png``) are reported, naming both.
 
         Args:
             images: the split's image files.
@@ -134,11 +117,34 @@ class SegmentationDataset(Dataset):
             labels: the label files found in the split's label folder(s); any that no image claims is reported
                 as a label without an image.
         """
-        pairs, claimed = [], set()
-        for image in images:
+        labels = [p for p in labels if not is_hidden(p)]
+        by_case: dict[str, list[Path]] = defaultdict(list)
+        for label in labels:
+            by_case[str(label).casefold()].append(label)
+        resolved: dict[Path, Path] = {}  # image -> its label (or the missing path it looked for)
+        claimed: set[Path] = set()
+        for image in (p for p in images if not is_hidden(p)):
             label = label_for(image)
             claimed.add(label)
-            if label.is_file():
+            if not label.is_file():  # the name in another letter case (case-sensitive file systems)
+                candidates = sorted(set(by_case.get(str(label).casefold(), ())))
+                claimed.update(candidates)
+                if len(candidates) > 1:
+                    self.unmatched.append(f"image {image} has no label {label.name} but {len(candidates)} that differ "
+                                          f"from it in letter case only: {', '.join(map(str, candidates))}; keep one")
+                    continue
+                label = candidates[0] if candidates else label
+            resolved[image] = label
+        owners: dict[Path, list[Path]] = defaultdict(list)
+        for image, label in resolved.items():
+            owners[label].append(image)
+        pairs = []
+        for image, label in resolved.items():
+            if len(owners[label]) > 1:
+                if image == owners[label][0]:
+                    self.unmatched.append(f"images {' and '.join(map(str, owners[label]))} would share the label "
+                                          f"{label} (one name, two extensions or letter cases); keep one of them")
+            elif label.is_file():
                 pairs.append((image, label))
             else:
                 self.unmatched.append(f"image {image} has no label: missing {label}")
@@ -167,7 +173,7 @@ class SegmentationDataset(Dataset):
             fit a byte).
         """
         mask_path = self.pairs[index][1]
-        mask = read_mask(mask_path)
+        mask = read_mask(mask_path, allow_jpeg=self.allow_jpeg_labels)
         if self.lut is not None:
             raw, mask = mask, self.lut[mask]
             unknown = mask < 0

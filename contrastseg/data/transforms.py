@@ -21,9 +21,9 @@ Transform = Callable[..., dict[str, Any]]
 
 def train_transform(
     crop_size: Sequence[int], *, scale_range: Sequence[float] = (0.5, 2.0), hflip: float = 0.5,
-    color_jitter: bool = True,
+    color_jitter: bool = True, ignore_index: int = 255,
 ) -> PaperTrainTransform:
-    """Random scale, pad (image 0, mask 255), random crop, horizontal flip and colour jitter.
+    """Random scale, pad (image 0, mask ``ignore_index``), random crop, horizontal flip and colour jitter.
 
     :class:`PaperTrainTransform` without aspect jitter and without class-ratio crop retries (one augmentation
     implementation for every data module).
@@ -33,9 +33,11 @@ def train_transform(
         scale_range: random rescale factor range.
         hflip: probability of a horizontal flip.
         color_jitter: brightness/contrast/saturation in [2/3, 1.5] and hue +-0.05, as the authors trained.
+        ignore_index: the mask's ignore value (padding).
     """
     return PaperTrainTransform(crop_size, scale_range=scale_range, aspect_range=(1.0, 1.0), cat_max_ratio=1.0,
-                               crop_tries=1, hflip=hflip, color_jitter=color_jitter)
+                               crop_tries=1, hflip=hflip, color_jitter=color_jitter,
+                               ignore_index=ignore_index)
 
 
 def to_tensors(

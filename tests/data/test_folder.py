@@ -4,8 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
+from contrastseg.cli import main
 from contrastseg.data import FolderDataModule, FolderDataset
-from contrastseg.errors import DataError
+from contrastseg.errors import ConfigError, DataError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _write(root: Path, split: str, stems: list[str], *, label_value: int = 1) -> None:
@@ -68,7 +71,7 @@ def test_labels_above_255_keep_their_value(tmp_path: Path) -> None:
     mask = np.zeros((20, 30), np.uint16)
     mask[5:10, 5:10] = 300
     cv2.imwrite(str(tmp_path / "trainannot" / "a.png"), mask)
-    values = FolderDataset(tmp_path, "train", num_classes=400)[0]["mask"].unique().tolist()
+    values = FolderDataset(tmp_path, "train", num_classes=400, ignore_index=65535)[0]["mask"].unique().tolist()
     assert values == [0, 300]
 
 
@@ -93,3 +96,87 @@ def test_camvid_train_crops(camvid_root: Path) -> None:
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (2, 3, 128, 160) and batch["mask"].shape == (2, 128, 160)
+
+
+def test_label_names_match_regardless_of_letter_case(tmp_path: Path) -> None:
+    """``a.PNG`` (suffix) and ``IMG.png`` (stem) are the labels of ``a.png`` and ``img.png`` on any file system."""
+    _write(tmp_path, "train", ["a", "img"])
+    (tmp_path / "trainannot/a.png").rename(tmp_path / "trainannot/a.PNG")
+    (tmp_path / "trainannot/img.png").rename(tmp_path / "trainannot/IMG.png")
+    ds = FolderDataset(tmp_path, "train", num_classes=3)
+    assert [(i.name, m.name) for i, m in ds.pairs] == [("a.png", "a.PNG"), ("img.png", "IMG.png")]
+    assert ds[1]["mask"].max() == 1
+
+
+def test_labels_differing_only_in_case_are_ambiguous(tmp_path: Path) -> None:
+    _write(tmp_path, "train", ["a"])
+    (tmp_path / "trainannot/a.png").rename(tmp_path / "trainannot/A.png")
+    cv2.imwrite(str(tmp_path / "trainannot/a.PNG"), np.zeros((20, 30), np.uint8))
+    with pytest.raises(DataError, match=r"train/a.png has no label a.png but 2 .*letter case.*trainannot/A.png, "
+                                        r".*trainannot/a.PNG"):
+        FolderDataset(tmp_path, "train", num_classes=3)
+
+
+def test_hidden_and_apple_double_files_are_skipped(tmp_path: Path) -> None:
+    """macOS writes ``._a.png`` (metadata, not an image) beside ``a.png`` in both folders when copying to a USB disk."""
+    _write(tmp_path, "train", ["a"])
+    for folder in ("train", "trainannot"):
+        (tmp_path / folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble metadata")
+        (tmp_path / folder / ".DS_Store").write_bytes(b"Bud1")
+        (tmp_path / folder / ".b.png").write_bytes(b"")
+    ds = FolderDataset(tmp_path, "train", num_classes=3)
+    assert [(i.name, m.name) for i, m in ds.pairs] == [("a.png", "a.png")]
+    assert ds[0]["mask"].max() == 1
+
+
+@pytest.mark.parametrize("second", ["a.jpg", "A.jpg"])
+def test_one_stem_twice_in_the_image_folder_names_both(tmp_path: Path, second: str) -> None:
+    """``a.png`` and ``a.jpg`` (or ``A.jpg``) would both pair with ``a.png``; neither silently shadows the other."""
+    _write(tmp_path, "train", ["a", "b"])
+    cv2.imwrite(str(tmp_path / "train" / second), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(DataError, match=rf"images .*train/(a.png and .*train/{second}|{second} and .*train/a.png) "
+                                        r"would share the label .*trainannot/a.png"):
+        FolderDataset(tmp_path, "train", num_classes=3)
+
+
+def _write_wide(root: Path, stems: list[str]) -> None:
+    """20x30 images with 16-bit labels: classes 255 and 299, 0 elsewhere, the top row ignored (65535)."""
+    _write(root, "train", stems)
+    for stem in stems:
+        mask = np.zeros((20, 30), np.uint16)
+        mask[:, :8], mask[:, 8:16], mask[0] = 255, 299, 65535
+        cv2.imwrite(str(root / "trainannot" / f"{stem}.png"), mask)
+
+
+def test_ignore_index_option_with_more_than_256_classes(tmp_path: Path) -> None:
+    """300 classes with 16-bit labels: 255 is a class like any other; 65535 is ignored and pads training crops."""
+    _write_wide(tmp_path, ["a", "b"])
+    dm = FolderDataModule(root=str(tmp_path), num_classes=300, ignore_index=65535, crop_size=(28, 36),
+                          scale_range=(1.0, 1.0), val_split="train", batch_size=2, num_workers=0)
+    assert dm.ignore_index == 65535
+    dm.setup("fit")
+    val = dm.datasets["val"][0]["mask"]
+    assert val.unique().tolist() == [0, 255, 299, 65535] and (val[0] == 65535).all()
+    batch = next(iter(dm.train_dataloader()))
+    mask = batch["mask"]  # (2, 28, 36): the 20x30 label padded below and (before a flip) to the right
+    assert mask.shape == (2, 28, 36) and mask.unique().tolist() == [0, 255, 299, 65535]
+    assert (mask[:, 20:] == 65535).all() and ((mask[:, 1:20] == 65535).sum(dim=2) == 6).all()
+
+
+def test_ignore_index_must_lie_outside_the_classes(tmp_path: Path) -> None:
+    """With 300 classes the default 255 would silently ignore class 255."""
+    _write_wide(tmp_path, ["a"])
+    with pytest.raises(ConfigError, match=r"data.init_args.ignore_index 255 is not outside the classes 0..299"):
+        FolderDataModule(root=str(tmp_path), num_classes=300)
+    with pytest.raises(ConfigError, match="ignore_index -1"):
+        FolderDataset(tmp_path, "train", num_classes=300, ignore_index=-1)
+
+
+def test_cli_links_the_folder_ignore_index_into_the_model(tmp_path: Path) -> None:
+    _write_wide(tmp_path / "data", ["a", "b"])
+    cli = main(["fit", "--config", str(REPO / "experiments/quickstart.yaml"), "--data=contrastseg.data.FolderDataModule",
+                f"--data.root={tmp_path / 'data'}", "--data.num_classes=300", "--data.ignore_index=65535",
+                "--data.val_split=train", "--data.crop_size=[20, 30]", "--data.batch_size=2", "--data.num_workers=0",
+                "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}"])
+    assert cli.datamodule.ignore_index == 65535
+    assert cli.model.ignore_index == 65535 and cli.model.num_classes == 300
