@@ -7,12 +7,18 @@ registered backbone. Channel numbers are read from timm's ``feature_info``, neve
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import timm
 import torch.nn.functional as F
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+from timm.models import get_pretrained_cfg
 from torch import Tensor, nn
 
 from contrastseg.errors import ConfigError
@@ -89,12 +95,63 @@ def list_encoders() -> list[str]:
     return sorted(ENCODERS)
 
 
+_CHECKPOINT_KEY = "model.net.init_args.encoder.checkpoint_path"
+
+
+def _pretrained_advice(timm_name: str) -> str:
+    """What to do when timm's pretrained weights cannot be loaded."""
+    return (
+        f"Set {_CHECKPOINT_KEY} to a local timm / torchvision state-dict file, or pretrained: false to train from "
+        f"scratch (to fill the cache, run python -c \"import timm; timm.create_model('{timm_name}', "
+        f"pretrained=True)\" on a connected machine)"
+    )
+
+
+def _cached_hub_weights(timm_name: str) -> tuple[str | None, str | None]:
+    """The Hugging Face hub id of timm's default pretrained weights for ``timm_name`` and their cached file.
+
+    Returns:
+        ``(hub_id, path)``: ``hub_id`` is ``None`` when timm has no hub weights for the model; ``path`` is the file in
+        the local Hugging Face cache that timm would load (safetensors first, as timm does), or ``None``.
+    """
+    cfg = get_pretrained_cfg(timm_name)
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        return None, None
+    repo_id, _, revision = hub_id.partition("@")
+    filenames = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else ("model.safetensors", "pytorch_model.bin")
+    for filename in filenames:
+        path = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+        if isinstance(path, str):
+            return hub_id, path
+    return hub_id, None
+
+
+def _unreachable(url: str, timeout: float = 1.0) -> str | None:
+    """Why a TCP connection to ``url``'s host (or to the proxy the environment sets for it) fails, or ``None``.
+
+    One connect with a ``timeout`` in seconds, instead of huggingface_hub's retries (about 45 s when offline).
+    """
+    parts, target = urlsplit(url), url
+    proxies = getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not proxy_bypass(parts.hostname or ""):
+        parts, target = urlsplit(proxy if "://" in proxy else f"http://{proxy}"), f"{url} (through proxy {proxy})"
+    try:
+        socket.create_connection((parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+    except OSError as err:
+        return f"{target} is unreachable ({err.strerror or str(err) or type(err).__name__})"
+    return None
+
+
 class Encoder(nn.Module):
     """A timm backbone returning multi-stage NCHW features, fine to coarse.
 
     Args:
         name: a registered name (see :func:`list_encoders`), e.g. ``"resnet50"``, ``"hrnet_w48"``, ``"swin_tiny"``.
-        pretrained: load timm's pretrained weights (from the Hugging Face cache or the network).
+        pretrained: load timm's pretrained weights: from the Hugging Face cache when they are there (no request),
+            else downloaded unless ``HF_HUB_OFFLINE`` is set or a one-second probe finds the hub unreachable.
         checkpoint_path: load weights from this local file instead (a timm / torchvision state dict); timm's own
             filters adapt it, so the original classification checkpoints work offline.
         output_stride: 8, 16 or 32; dilates the last stages of ResNets (8 for DeepLabv3 / the paper's setups).
@@ -130,10 +187,23 @@ class Encoder(nn.Module):
         if checkpoint_path is not None:
             path = Path(checkpoint_path).expanduser()
             if not path.is_file():
-                raise ConfigError(f"encoder {name!r}: checkpoint_path {str(path)!r} does not exist")
+                raise ConfigError(f"encoder {name!r}: {_CHECKPOINT_KEY} {str(path)!r} does not exist")
             # timm loads the file through the model's own checkpoint filter (e.g. Swin's bias-table resizing).
             kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
             pretrained = True
+        elif pretrained:
+            hub_id, cached = _cached_hub_weights(spec.timm_name)
+            if cached:  # loaded as a local file: huggingface_hub would ask the hub for a newer revision first
+                kwargs["pretrained_cfg_overlay"] = {"file": cached}
+            elif hub_id:
+                offline = "HF_HUB_OFFLINE is set" if hf_constants.HF_HUB_OFFLINE else None
+                why = offline or _unreachable(hf_constants.ENDPOINT)
+                if why:
+                    raise ConfigError(
+                        f"encoder {name!r} (timm {spec.timm_name!r}): could not load timm's pretrained weights "
+                        f"{hub_id!r}: they are not in the Hugging Face cache {hf_constants.HF_HUB_CACHE} and {why}. "
+                        f"{_pretrained_advice(spec.timm_name)}"
+                    )
         try:
             self.backbone = timm.create_model(
                 spec.timm_name, pretrained=pretrained, features_only=True, out_indices=spec.out_indices,
@@ -143,11 +213,11 @@ class Encoder(nn.Module):
             if not pretrained:
                 raise
             source = f"file {checkpoint_path!r}" if checkpoint_path else "timm's pretrained weights"
+            advice = (f"Set {_CHECKPOINT_KEY} to a timm / torchvision state dict of {spec.timm_name!r}"
+                      if checkpoint_path else _pretrained_advice(spec.timm_name))
             raise ConfigError(
                 f"encoder {name!r} (timm {spec.timm_name!r}): could not load {source}: "
-                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. Offline, download the "
-                f"weights on a connected machine (python -c \"import timm; timm.create_model('{spec.timm_name}', "
-                f"pretrained=True)\" fills ~/.cache/huggingface) or pass encoder.checkpoint_path"
+                f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. {advice}"
             ) from err
         self.name = name
         self.pad_to = spec.pad_to

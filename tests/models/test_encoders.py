@@ -1,8 +1,13 @@
 import math
+import socket
+import time
+from pathlib import Path
 
 import pytest
+import safetensors.torch
 import timm
 import torch
+from huggingface_hub import constants as hf_constants
 
 from contrastseg.errors import ConfigError
 from contrastseg.models import ENCODERS, Encoder, list_encoders
@@ -106,8 +111,90 @@ def test_missing_checkpoint_path(tmp_path) -> None:
         Encoder("resnet18", checkpoint_path=str(tmp_path / "nope.pth"))
 
 
-def test_pretrained_offline_gives_clear_error(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache: the weights are not on disk
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch) -> Path:
+    """An empty Hugging Face cache in ``tmp_path``, with the hub offline (tests/conftest.py sets HF_HUB_OFFLINE=1).
+
+    huggingface_hub reads its environment once, at import, so its constants are patched as well as the variables.
+    """
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ConfigError, match="could not load timm's pretrained weights.*checkpoint_path"):
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+@pytest.fixture
+def unreachable_hub(empty_hub, monkeypatch) -> Path:
+    """:func:`empty_hub` with HF_HUB_OFFLINE unset and the hub endpoint a closed local port (no proxy)."""
+    endpoint = "http://127.0.0.1:9"  # the discard port: closed, so a connect is refused at once
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(hf_constants, "ENDPOINT", endpoint)
+    template = endpoint + "/{repo_id}/resolve/{revision}/{filename}"  # what the old code's requests would use
+    monkeypatch.setattr(hf_constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    return empty_hub
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError(f"network connection attempted: {args}")
+
+
+_ADVICE = r"model\.net\.init_args\.encoder\.checkpoint_path .*pretrained: false"
+
+
+@pytest.mark.timeout(30)
+def test_pretrained_offline_fails_fast_without_a_request(empty_hub, monkeypatch) -> None:
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"'resnet18'.*'timm/resnet18.a1_in1k'.*HF_HUB_OFFLINE is set.*{_ADVICE}"):
         Encoder("resnet18", pretrained=True)
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.timeout(30)
+def test_pretrained_unreachable_hub_fails_fast(unreachable_hub) -> None:
+    # huggingface_hub alone retries for about 45 s before giving up.
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=f"'timm/resnet18.a1_in1k'.*127.0.0.1:9 is unreachable.*{_ADVICE}"):
+        Encoder("resnet18", pretrained=True)
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("hub,filename", [("empty_hub", "model.safetensors"), ("unreachable_hub", "pytorch_model.bin")])
+def test_pretrained_weights_load_from_the_cache_without_a_request(hub, filename, request, monkeypatch) -> None:
+    cache = request.getfixturevalue(hub)
+    source = timm.create_model("resnet18", pretrained=False)
+    # The layout huggingface_hub writes: refs/main names the snapshot, which holds the file.
+    repo = cache / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    path = repo / "snapshots" / ("0" * 40) / filename
+    if filename.endswith(".safetensors"):
+        safetensors.torch.save_file(source.state_dict(), path)
+    else:
+        torch.save(source.state_dict(), path)
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    enc = Encoder("resnet18", pretrained=True)
+    torch.testing.assert_close(enc.backbone.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
+
+
+@pytest.mark.timeout(30)
+def test_checkpoint_path_needs_no_hub(unreachable_hub, tmp_path, monkeypatch) -> None:
+    source = timm.create_model("resnet18", pretrained=False)
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    monkeypatch.setattr(socket, "create_connection", _no_network)
+    enc = Encoder("resnet18", pretrained=True, checkpoint_path=str(tmp_path / "resnet18.pth"))
+    torch.testing.assert_close(enc.backbone.conv1.weight, source.conv1.weight)
+
+
+def test_unreadable_checkpoint_names_the_key(tmp_path) -> None:
+    (tmp_path / "resnet18.pth").write_text("not a state dict")
+    with pytest.raises(ConfigError, match=r"could not load file .*model\.net\.init_args\.encoder\.checkpoint_path"):
+        Encoder("resnet18", checkpoint_path=str(tmp_path / "resnet18.pth"))
