@@ -198,3 +198,111 @@ def test_unreadable_checkpoint_names_the_key(tmp_path) -> None:
     (tmp_path / "resnet18.pth").write_text("not a state dict")
     with pytest.raises(ConfigError, match=r"could not load file .*model\.net\.init_args\.encoder\.checkpoint_path"):
         Encoder("resnet18", checkpoint_path=str(tmp_path / "resnet18.pth"))
+
+
+# --- checkpoint_path: every backbone weight must come from the file (timm loads features_only models non-strictly) ---
+
+_KEY = r"\(model\.net\.init_args\.encoder\.checkpoint_path\) does not fit the model: "
+
+
+def _full_state(timm_name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """The state dict of a randomly initialised full timm model (classifier included), as a timm / torchvision file."""
+    torch.manual_seed(seed)
+    return timm.create_model(timm_name, pretrained=False).state_dict()
+
+
+def _assert_backbone_is(enc: Encoder, state: dict[str, torch.Tensor]) -> None:
+    own = enc.backbone.state_dict()
+    for key, value in own.items():  # timm's feature wrapper names Swin's stage layers.0 as layers_0
+        torch.testing.assert_close(value, state[key] if key in state else state[key.replace("_", ".", 1)], msg=key)
+
+
+@pytest.mark.parametrize("name,suffix", [("resnet18", ".pth"), ("resnet18", ".safetensors"),
+                                         ("hrnet_w18_small", ".pth"), ("swin_tiny", ".pth")])
+def test_checkpoint_path_loads_every_backbone_weight(name: str, suffix: str, tmp_path) -> None:
+    state = _full_state(ENCODERS[name].timm_name)
+    path = tmp_path / f"{name}{suffix}"
+    safetensors.torch.save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    _assert_backbone_is(Encoder(name, checkpoint_path=str(path)), state)
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: {"state_dict": sd, "epoch": 3},  # a training checkpoint
+    lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}},  # timm's train.py under DDP
+    lambda sd: {f"backbone.{k}": v for k, v in sd.items()},  # a backbone-only export
+])
+def test_checkpoint_path_unwraps_state_dict_and_prefixes(wrap, tmp_path) -> None:
+    state = _full_state("resnet18")
+    torch.save(wrap(state), tmp_path / "resnet18.pth")
+    _assert_backbone_is(Encoder("resnet18", checkpoint_path=str(tmp_path / "resnet18.pth")), state)
+
+
+def test_checkpoint_path_adapts_the_first_conv_to_in_chans(tmp_path) -> None:
+    state = _full_state("resnet18")
+    torch.save(state, tmp_path / "resnet18.pth")
+    enc = Encoder("resnet18", checkpoint_path=str(tmp_path / "resnet18.pth"), in_chans=1)
+    torch.testing.assert_close(enc.backbone.conv1.weight, state["conv1.weight"].sum(1, keepdim=True))  # as timm
+
+
+@pytest.mark.parametrize("name,source,match", [
+    # resnet34 has every resnet18 key with its shape (same widths, more blocks): only its extra blocks tell.
+    ("resnet18", "resnet34", r"96 unexpected keys \(layer1\.2\.conv1\.weight, "),
+    ("resnet18", "hrnet_w18_small", r"85 of 100 expected keys missing \(layer1\.1\.conv1\.weight, .*; 11 shape "
+                                    r"mismatches \(conv1\.weight \(file \(64, 3, 3, 3\), model \(64, 3, 7, 7\)\)"),
+    ("hrnet_w18_small", "resnet18", r"340 of 355 expected keys missing \(conv2\.weight, .*; 104 unexpected keys"),
+])
+def test_checkpoint_of_another_architecture_names_the_key(name: str, source: str, match: str, tmp_path) -> None:
+    path = tmp_path / f"{source}.pth"
+    torch.save(_full_state(source), path)
+    with pytest.raises(ConfigError, match=f"encoder '{name}'.*file '{path}' {_KEY}{match}"):
+        Encoder(name, checkpoint_path=str(path))
+
+
+def _drop_last_block(sd: dict) -> dict:
+    return {k: v for k, v in sd.items() if not k.startswith("layer4.1.")}
+
+
+def _narrow_stem(sd: dict) -> dict:
+    return {**sd, "conv1.weight": sd["conv1.weight"][:, :, :3, :3]}
+
+
+def _lightning(sd: dict) -> dict:
+    return {"state_dict": {**{f"net.encoder.backbone.{k}": v for k, v in sd.items()}, "net.decoder.w": torch.ones(1)}}
+
+
+@pytest.mark.parametrize("edit,match", [
+    (_drop_last_block, r"10 of 100 expected keys missing \(layer4\.1\.conv1\.weight, layer4\.1\.bn1\.weight, "),
+    (_narrow_stem, r"1 shape mismatches \(conv1\.weight \(file \(64, 3, 3, 3\), model \(64, 3, 7, 7\)\)\)"),
+    (_lightning, r"100 of 100 expected keys missing .*unexpected keys \(net\.encoder\.backbone\.conv1\.weight, "),
+])
+def test_incomplete_checkpoint_names_the_key(edit, match: str, tmp_path) -> None:
+    path = tmp_path / "resnet18.pth"
+    torch.save(edit(_full_state("resnet18")), path)
+    with pytest.raises(ConfigError, match=f"file '{path}' {_KEY}{match}"):
+        Encoder("resnet18", checkpoint_path=str(path))
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")  # unpickling this creates the marker file
+
+
+def test_checkpoint_is_read_without_running_code(tmp_path) -> None:
+    path, marker = tmp_path / "resnet18.pth", tmp_path / "ran"
+    torch.save({"state_dict": _full_state("resnet18"), "hyper_parameters": _RunsCode(marker)}, path)
+    with pytest.raises(ConfigError, match=r"could not load file .*weights_only=True.*checkpoint_path"):
+        Encoder("resnet18", checkpoint_path=str(path))
+    assert not marker.exists()
+
+
+def test_checkpoint_path_loads_a_torchvision_resnet(tmp_path) -> None:
+    # torchvision's ResNet keys are timm's (no filter involved); its file has the fc classifier, tolerated.
+    torchvision = pytest.importorskip("torchvision")
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, tmp_path / "resnet18-f37072fd.pth")
+    _assert_backbone_is(Encoder("resnet18", checkpoint_path=str(tmp_path / "resnet18-f37072fd.pth")), state)
+    with pytest.raises(ConfigError, match=r"expected keys missing \(conv1\.0\.weight, "):  # deep stem: not this file
+        Encoder("resnet50d", checkpoint_path=str(tmp_path / "resnet18-f37072fd.pth"))
