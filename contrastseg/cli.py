@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import sys
-import zipfile
 from argparse import ArgumentError
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +29,7 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from contrastseg.callbacks.checkpoint import AtomicCheckpointIO, run_folder, runs_folder, version_folder
+from contrastseg.callbacks.checkpoint import check_checkpoint, run_folder, runs_folder, version_folder
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.module import ContrastSegModule
@@ -128,27 +127,6 @@ def _adopt_rank_zero_version(trainer: Trainer, config: Namespace, claimed: Path 
         reopen_logger(trainer, init_args, version)
 
 
-def _check_checkpoint_file(ckpt_path: object) -> None:
-    """A one-line error for a ``--ckpt_path`` file that is missing, empty, not a checkpoint, or holds objects that
-    would run code when unpickled: before Lightning's CLI reads it, and before any run folder is made for it."""
-    if not isinstance(ckpt_path, (str, Path)) or str(ckpt_path) in ("last", "hpc", "registry") or \
-            "://" in str(ckpt_path) or str(ckpt_path).startswith("registry:"):
-        return
-    path = Path(ckpt_path).expanduser()
-    if not path.exists():
-        raise ConfigError(f"--ckpt_path {ckpt_path}: no such file")
-    if not path.is_file():
-        raise ConfigError(f"--ckpt_path {ckpt_path}: not a file")
-    if path.stat().st_size == 0:
-        raise ConfigError(f"--ckpt_path {ckpt_path}: the file is empty")
-    with path.open("rb") as f:
-        legacy = f.read(1) == b"\x80"  # torch.save's pre-1.6 format is a bare pickle
-    if not legacy and not zipfile.is_zipfile(path):
-        raise ConfigError(f"--ckpt_path {ckpt_path}: not a PyTorch checkpoint, or truncated (no zip directory at "
-                          "its end)")
-    AtomicCheckpointIO().load_checkpoint(path, map_location="cpu", mmap=not legacy)  # only the structure is read
-
-
 def _sync_batchnorm_off(config: Namespace) -> str | None:
     """Turn ``trainer.sync_batchnorm`` off where it cannot work or does nothing; the notice, or ``None``.
 
@@ -195,7 +173,10 @@ class ContrastSegCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:  # Lightning's CLI loads the checkpoint next, to read its hyperparameters
-            _check_checkpoint_file(self.config[subcommand].get("ckpt_path"))
+            ckpt_path = self.config[subcommand].get("ckpt_path")
+            if isinstance(ckpt_path, (str, Path)) and str(ckpt_path) not in ("last", "hpc", "registry") and \
+                    "://" not in str(ckpt_path) and not str(ckpt_path).startswith("registry:"):
+                check_checkpoint(ckpt_path, option="--ckpt_path")
 
     def before_instantiate_classes(self) -> None:
         notice = _sync_batchnorm_off(self.config.get(str(self.subcommand), self.config))

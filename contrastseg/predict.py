@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import yaml
 
+from contrastseg.callbacks.checkpoint import check_checkpoint
 from contrastseg.data.dataset import default_palette
 from contrastseg.data.files import is_hidden, read_image
 from contrastseg.data.folder import IMAGE_SUFFIXES
 from contrastseg.data.transforms import to_tensors
-from contrastseg.errors import ConfigError, ContrastSegError, DataError
+from contrastseg.errors import ContrastSegError, DataError
 from contrastseg.evaluation.inference import EvalConfig
 from contrastseg.models.segmentation import predict_classes
 from contrastseg.module import ContrastSegModule
@@ -41,8 +42,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
                    alpha: float = 0.5, evaluation: EvalConfig | None = None, device: str | None = None) -> list[Path]:
     """Predict every image of ``images`` and write label, colour (and overlay) files to ``output``."""
     checkpoint, images, output = Path(checkpoint), Path(images), Path(output)
-    if not checkpoint.is_file():
-        raise ConfigError(f"checkpoint {checkpoint} does not exist")
+    check_checkpoint(checkpoint)  # missing, empty, truncated or code-carrying files: one line naming the file
     if not images.is_dir():
         raise DataError(f"image folder {images} does not exist")
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p))
@@ -53,7 +53,7 @@ def predict_folder(checkpoint: str | Path, images: str | Path, output: str | Pat
     if twice:  # their outputs would overwrite each other
         raise DataError(f"images in {images} share a name and would write the same outputs: {', '.join(twice[:6])}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    module = ContrastSegModule.load_from_checkpoint(checkpoint, map_location=device).eval()
+    module = ContrastSegModule.load_from_checkpoint(checkpoint, map_location=device, weights_only=True).eval()
     if evaluation is not None:
         module.evaluation = evaluation
     palette = np.asarray(module.palette or default_palette(module.num_classes), dtype=np.uint8)

@@ -246,6 +246,22 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path: Path) -> None:
     assert f"refusing to load checkpoint {evil}" in result.stderr and not marker.exists()
 
 
+def test_predict_folder_refuses_a_checkpoint_that_would_run_code(tmp_path: Path, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from contrastseg.cli import main
+
+    marker = tmp_path / "pwned"
+    evil = _evil_checkpoint(tmp_path / "evil.ckpt", marker)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict-folder", str(evil), str(tmp_path / "images"), str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and not marker.exists()
+    assert f"refusing to load checkpoint {evil}" in capsys.readouterr().err
+
+
 @pytest.mark.timeout(300)
 def test_a_checkpoint_url_is_loaded_with_weights_only(tmp_path: Path) -> None:
     """Lightning unpickled http(s) checkpoints with weights_only=False: a crafted file ran code."""

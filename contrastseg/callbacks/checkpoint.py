@@ -16,10 +16,10 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from contrastseg.errors import CheckpointError
+from contrastseg.errors import CheckpointError, ConfigError
 
 __all__ = [
-    "AtomicCheckpointIO", "LastCheckpoint", "find_last_checkpoint", "last_checkpoints", "run_folder", "runs_folder",
+    "AtomicCheckpointIO", "LastCheckpoint", "check_checkpoint", "find_last_checkpoint", "last_checkpoints", "run_folder", "runs_folder",
     "version_folder",
 ]
 
@@ -88,6 +88,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise CheckpointError(f"cannot load checkpoint {path}: no such file") from err
         except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
             raise CheckpointError(f"cannot load checkpoint {path}: corrupt or truncated ({_first_line(err)})") from err
+
+
+def check_checkpoint(path: str | Path, *, option: str = "checkpoint") -> None:
+    """A one-line error for a checkpoint file that is missing, empty, not a checkpoint, or holds objects that would
+    run code when unpickled; reads only the file's structure (memory-mapped), not its tensors.
+
+    Args:
+        path: a local file.
+        option: how the user named it, for the message (``--ckpt_path``).
+
+    Raises:
+        ConfigError: missing, a folder, empty, or not a zip archive (a torch.save file cut short).
+        CheckpointError: it does not load with ``weights_only=True``.
+    """
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise ConfigError(f"{option} {path}: no such file")
+    if not file.is_file():
+        raise ConfigError(f"{option} {path}: not a file")
+    if file.stat().st_size == 0:
+        raise ConfigError(f"{option} {path}: the file is empty")
+    with file.open("rb") as f:
+        legacy = f.read(1) == b"\x80"  # torch.save's pre-1.6 format is a bare pickle
+    if not legacy and not zipfile.is_zipfile(file):
+        raise ConfigError(f"{option} {path}: not a PyTorch checkpoint, or truncated (no zip directory at its end)")
+    AtomicCheckpointIO().load_checkpoint(file, map_location="cpu", mmap=not legacy)
 
 
 def _first_line(err: BaseException) -> str:

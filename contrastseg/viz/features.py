@@ -53,7 +53,7 @@ def load_module(checkpoint: str | Path | ContrastSegModule, *, device: str | tor
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
     try:
-        module = ContrastSegModule.load_from_checkpoint(path, map_location=device, **overrides)
+        module = ContrastSegModule.load_from_checkpoint(path, map_location=device, weights_only=True, **overrides)
     except TypeError as err:
         if "net" not in str(err):
             raise
