@@ -124,6 +124,10 @@ def test_slurm_seed_sweep_gives_one_run_per_seed(tmp_path: Path) -> None:
     assert "resuming" in requeued.stderr and "version_0" in requeued.stderr
     assert sorted(p.name for p in (root / "quickstart").iterdir()) == ["version_0", "version_1"]
     assert (_steps(runs[0]), _steps(runs[1])) == (4, 2) and [_seed_of(r) for r in runs] == [0, 1]
+    # Evaluating with --ckpt_path last picks the run of the same seed, whatever ran last.
+    result = _contrastseg("validate", *_tiny(root, "--seed_everything=1", "--model.lr_scheduler.init_args.total_steps=4"),
+                          "--ckpt_path=last")
+    assert f"loading {runs[1] / 'checkpoints' / 'last.ckpt'}" in result.stderr
 
 
 @pytest.mark.timeout(900)
