@@ -16,7 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+    # Each run starts its own W&B service, as a separate job would: an in-process W&B test of this session leaves
+    # WANDB_SERVICE set, and a service shared across runs keeps an ended run's id "in use".
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
+    return {**inherited, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
             "WANDB_MODE": "offline", **extra}
 
 
