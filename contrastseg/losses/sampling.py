@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from contrastseg.losses.checks import check_integer_labels, check_sampling_options
 from contrastseg.losses.gather import gather_pixels
 
 __all__ = ["PendingAnchors", "draw_anchor_indices_multiscale", "gather_pixels",
@@ -48,9 +49,9 @@ def sample_anchor_indices(
             ``2**59 // B`` with up to 15 scales in one call; larger ids are never sampled); negative ids and
             ``ignore_index`` are never sampled.
         ignore_index: label never sampled (any integer: 255, 65535 for 16-bit label images, -1).
-        min_views_per_class: pairs with fewer labelled pixels are not sampled.
-        max_views_per_class: cap on ``V``.
-        max_anchors: cap on ``V * T``.
+        min_views_per_class: pairs with fewer labelled pixels are not sampled (a positive integer).
+        max_views_per_class: cap on ``V`` (a positive integer).
+        max_anchors: cap on ``V * T`` (a positive integer); below ``T``, ``V = 0`` and nothing is drawn.
         generator: random source (on ``labels.device``) for reproducible draws.
 
     Returns:
@@ -58,7 +59,11 @@ def sample_anchor_indices(
         pairs appear in (class, image) order, each as ``V`` consecutive entries, so every class is one contiguous
         run (the fused InfoNCE kernels then find an anchor's positives in a few column tiles). ``N = 0`` when no
         pair is present.
+
+    Raises:
+        ValueError: ``labels`` is not ``(B, h, w)`` integer, or a count is not a positive integer.
     """
+    check_integer_labels(labels)
     return sample_anchor_indices_multiscale(
         [labels], ignore_index=ignore_index, min_views_per_class=min_views_per_class,
         max_views_per_class=max_views_per_class, max_anchors=max_anchors, generator=generator)[0]
@@ -153,7 +158,20 @@ def draw_anchor_indices_multiscale(
     Returns:
         The queued draw; its ``resolve()`` gives, per scale, ``index`` into ``labels[s].flatten()`` and
         ``anchor_labels``.
+
+    Raises:
+        ValueError: a label map is not ``(B, h, w)`` integer, the maps' batches differ, or a count is not a
+            positive integer.
     """
+    check_sampling_options(ignore_index=ignore_index, min_views_per_class=min_views_per_class,
+                           max_views_per_class=max_views_per_class, max_anchors=max_anchors)
+    if not labels:
+        raise ValueError("labels: give at least one (B, h, w) label map")
+    for s, lab in enumerate(labels):
+        check_integer_labels(lab, f"labels[{s}]")
+        if lab.shape[0] != labels[0].shape[0]:
+            raise ValueError(f"labels[{s}] {tuple(lab.shape)} has batch {lab.shape[0]} but labels[0] "
+                             f"{tuple(labels[0].shape)} {labels[0].shape[0]}: every scale's map needs the same B")
     device = labels[0].device
     n_scales, batch = len(labels), labels[0].shape[0]
     # key = scale * 2**shift + class * batch + image: ascending keys are scale-major, then (class, image), the order
@@ -192,7 +210,7 @@ def draw_anchor_indices_multiscale(
     counts = first[2:] - starts  # (P,) pixels per run, 0 past the last run
     run_key = torch.full((n_pixels + 1,), invalid, dtype=torch.long, device=device)
     run_key = run_key.scatter_(0, slot, sorted_key)[1:]  # (P+1,) -> (P,) key of every run, ascending
-    present = (counts >= max(min_views_per_class, 1)) & (run_key < invalid)  # (P,) present pairs
+    present = (counts >= min_views_per_class) & (run_key < invalid)  # (P,) present pairs
     below = torch.empty(n_pixels + 1, dtype=torch.long, device=device)
     below[:1] = 0
     torch.cumsum(present, 0, out=below[1:])  # (P+1,) [r]: present runs before run r
@@ -246,7 +264,14 @@ def sample_balanced_anchors(
 
     Returns:
         ``anchors`` ``(N, D)`` (not normalised) and ``anchor_labels`` ``(N,)``, ``N = V * T``.
+
+    Raises:
+        ValueError: ``embeddings_s`` is not 4-D, ``labels_s`` not ``(B, h, w)`` integer, their batch or size
+            disagree, or a count is not a positive integer.
     """
+    if embeddings_s.dim() != 4:
+        raise ValueError(f"embeddings_s must be (B, D, h, w), got shape {tuple(embeddings_s.shape)}")
+    check_integer_labels(labels_s, "labels_s")
     if embeddings_s.shape[0] != labels_s.shape[0] or embeddings_s.shape[-2:] != labels_s.shape[-2:]:
         raise ValueError(f"embeddings {tuple(embeddings_s.shape)} and labels {tuple(labels_s.shape)} disagree")
     index, anchor_labels = sample_anchor_indices(
