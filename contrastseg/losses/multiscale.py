@@ -277,7 +277,7 @@ class MultiScaleContrastiveLoss(nn.Module):
         """Flat indices of every labelled pixel, grouped by class (as the balanced sampler groups its anchors, for
         the fused kernels), or :class:`AnchorLimitError` above ``all_max_anchors``."""
         flat = labels_s.reshape(-1)  # (B*h*w,)
-        index = (flat != self.sampling["ignore_index"]).nonzero()[:, 0]  # (N,)
+        index = ((flat != self.sampling["ignore_index"]) & (flat >= 0)).nonzero()[:, 0]  # (N,) as the sampler
         index = index[torch.argsort(flat[index], stable=True)]  # (N,) by class, raster order within a class
         n = index.numel()
         if n > self.all_max_anchors:

@@ -174,6 +174,16 @@ def test_sampling_all_uses_every_labelled_pixel_and_has_a_hard_cap() -> None:
         MultiScaleContrastiveLoss(sampling="all", gather_distributed=True)
 
 
+def test_sampling_all_never_uses_negative_labels() -> None:
+    """Like the balanced sampler, sampling='all' skips negative labels (they were anchors of a class -1)."""
+    labels = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    labels[0, 0] = -1
+    loss = MultiScaleContrastiveLoss(scale_weights=(1.0,), cross_scale_pairs=(), cross_scale_weights=(),
+                                     sampling="all")
+    index = loss._all_labelled(labels, 0)
+    assert sorted(index.tolist()) == (labels.reshape(-1) >= 0).nonzero()[:, 0].tolist()
+
+
 def test_presampled_anchors_give_the_loss_of_sampling_inside() -> None:
     emb, labels = _embeddings(), _labels()
     loss = MultiScaleContrastiveLoss()
