@@ -1,16 +1,48 @@
 """Shape and option checks of the contrastive losses' inputs: a clear ``ValueError`` naming the argument and its
 shape instead of a silently wrong value. Shapes and Python numbers only: nothing here reads a tensor's values (which
-would be a host synchronisation on a GPU)."""
+would be a host synchronisation on a GPU). Also the warning for an anchor budget that draws nothing."""
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_input_labels", "check_integer_labels", "check_sampling_options", "check_temperature"]
+__all__ = ["AnchorBudgetWarning", "check_input_labels", "check_integer_labels", "check_sampling_options",
+           "check_temperature", "warn_anchor_budget"]
+
+_BUDGET_WARNED = False  # AnchorBudgetWarning is shown once per process: its cause recurs at every step of a run
+
+
+class AnchorBudgetWarning(UserWarning):
+    """``max_anchors`` is below the number ``T`` of present (image, class) pairs of a scale: ``V = max_anchors // T``
+    is 0, the scale draws no anchors and its contrastive terms are an exact 0."""
+
+
+def warn_anchor_budget(starved: list[tuple[str, int]], max_anchors: int) -> None:
+    """Warn (:class:`AnchorBudgetWarning`) that scales drew nothing because ``max_anchors < T``; once per process.
+
+    The flag here, not the ``warnings`` filters, makes it once: under ``simplefilter("always")`` (pytest ``-W``,
+    some loggers) a plain warning would repeat at every step.
+
+    Args:
+        starved: ``(scale name, T)`` of every scale with pairs but ``V = 0``.
+        max_anchors: the cap on ``V * T``.
+    """
+    global _BUDGET_WARNED
+    if _BUDGET_WARNED:
+        return
+    _BUDGET_WARNED = True
+    where = ", ".join(f"T={t} at {name}" for name, t in starved)
+    warnings.warn(
+        f"max_anchors={max_anchors} is below the number of present (image, class) pairs ({where}): V = max_anchors "
+        f"// T = 0, so no anchors are drawn there and those contrastive terms are an exact 0, without any learning "
+        f"signal. To fix it, raise max_anchors to several times T (e.g. {10 * max(t for _, t in starved)} for 10 "
+        "anchors per pair) or lower the batch size. (Shown once per process.)", AnchorBudgetWarning, stacklevel=4)
+
 
 def _positive_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1

@@ -186,7 +186,8 @@ class MultiScaleContrastiveLoss(nn.Module):
             return None
         scales = self.used_scales
         labels_at = [labels[:, ::strides[s], ::strides[s]] for s in scales]  # (B, H, W) -> (B, ceil(H/s), ceil(W/s))
-        pending = draw_anchor_indices_multiscale(labels_at, generator=generator, **self.sampling)
+        names = [_scale_name(s, strides) for s in scales]
+        pending = draw_anchor_indices_multiscale(labels_at, generator=generator, scale_names=names, **self.sampling)
         return PresampledAnchors(labels=given, sizes={s: tuple(lab.shape[-2:]) for s, lab in zip(scales, labels_at)},
                                  pending=pending)
 
@@ -223,10 +224,12 @@ class MultiScaleContrastiveLoss(nn.Module):
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), labels_at[s].reshape(-1)[index])
         elif self.gather_distributed:
             for s in scales:
-                anchors[s] = gather_anchor_sets(embeddings[s], labels_at[s], generator=generator, **self.sampling)
+                anchors[s] = gather_anchor_sets(embeddings[s], labels_at[s], generator=generator,
+                                                scale_name=_scale_name(s, strides), **self.sampling)
         else:  # every scale in one call: one host sync and two sorts for all of them
             drawn = (presampled.pending.resolve() if presampled is not None else  # the used scales, ascending
                      sample_anchor_indices_multiscale([labels_at[s] for s in scales], generator=generator,
+                                                      scale_names=[_scale_name(s, strides) for s in scales],
                                                       **self.sampling))
             for s, (index, anchor_labels) in zip(scales, drawn):
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), anchor_labels)
@@ -289,3 +292,7 @@ class MultiScaleContrastiveLoss(nn.Module):
                 "but time grows as the square. Use sampling='balanced' (the paper's Sec. 3.3), smaller crops or "
                 "batches, or raise all_max_anchors")
         return index
+
+
+def _scale_name(scale: int, strides: Sequence[int] | None) -> str:
+    return f"scale {scale}" + ("" if strides is None else f" (stride {strides[scale]})")

@@ -13,7 +13,8 @@ need no table of their own), and the ``V`` first pixels of every present pair ar
 host synchronisation reads ``(T, V)``, which the output size needs; the multi-scale loss samples all its scales in
 one call, so one sync and one pair of sorts serve every scale, and in training it queues the draw before the model's
 forward pass and reads ``(T, V)`` after it (:func:`draw_anchor_indices_multiscale`), so that the sync does not drain
-the device's queue.
+the device's queue. When ``max_anchors`` is below ``T`` (``V = 0``: no anchors, a zero loss) an
+:class:`AnchorBudgetWarning` says so, once per process.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrastseg.losses.checks import check_integer_labels, check_sampling_options
+from contrastseg.losses.checks import (
+    AnchorBudgetWarning, check_integer_labels, check_sampling_options, warn_anchor_budget,
+)
 from contrastseg.losses.gather import gather_pixels
 
-__all__ = ["PendingAnchors", "draw_anchor_indices_multiscale", "gather_pixels",
+__all__ = ["AnchorBudgetWarning", "PendingAnchors", "draw_anchor_indices_multiscale", "gather_pixels",
            "sample_anchor_indices", "sample_anchor_indices_multiscale", "sample_balanced_anchors"]
 
 _COUNT_BITS = 40  # run sizes (< 2**40 pixels) in the low bits of the per-scale minimum's packed values
@@ -51,7 +54,8 @@ def sample_anchor_indices(
         ignore_index: label never sampled (any integer: 255, 65535 for 16-bit label images, -1).
         min_views_per_class: pairs with fewer labelled pixels are not sampled (a positive integer).
         max_views_per_class: cap on ``V`` (a positive integer).
-        max_anchors: cap on ``V * T`` (a positive integer); below ``T``, ``V = 0`` and nothing is drawn.
+        max_anchors: cap on ``V * T`` (a positive integer); below ``T`` nothing is drawn, and an
+            :class:`AnchorBudgetWarning` says so once per process.
         generator: random source (on ``labels.device``) for reproducible draws.
 
     Returns:
@@ -79,7 +83,7 @@ def sample_anchor_indices_multiscale(labels: Sequence[Tensor], **options: Any) -
     Args:
         labels: one ``(B, h_s, w_s)`` integer label map per scale (same ``B``).
         **options: ``ignore_index``, ``min_views_per_class``, ``max_views_per_class``, ``max_anchors``,
-            ``generator``, as in :func:`sample_anchor_indices`.
+            ``generator``, ``scale_names``, as in :func:`draw_anchor_indices_multiscale`.
 
     Returns:
         Per scale, ``index`` into that scale's ``labels[s].flatten()`` and ``anchor_labels``.
@@ -94,17 +98,20 @@ class PendingAnchors:
     """
 
     def __init__(self, *, host: Tensor, ready: torch.cuda.Event | None, batch: int, shift: int, local: Tensor,
-                 starts: Tensor, run_key: Tensor, v_dev: Tensor, perm: Tensor, pair_order: Tensor) -> None:
+                 starts: Tensor, run_key: Tensor, v_dev: Tensor, perm: Tensor, pair_order: Tensor,
+                 max_anchors: int, scale_names: Sequence[str]) -> None:
         self._host, self._ready, self._batch, self._shift = host, ready, batch, shift
         self._local, self._starts, self._run_key, self._v_dev = local, starts, run_key, v_dev
         self._perm, self._pair_order = perm, pair_order
+        self._max_anchors, self._scale_names = max_anchors, list(scale_names)
         self._result: list[tuple[Tensor, Tensor]] | None = None
 
     def resolve(self) -> list[tuple[Tensor, Tensor]]:
         """Per scale, ``index`` and ``anchor_labels`` (as :func:`sample_anchor_indices_multiscale`).
 
         Reads ``T`` and ``V`` of every scale, which waits for the device only if it has not yet run the sampler's
-        kernels (they were queued before anything that came after the draw), then queues the indexing.
+        kernels (they were queued before anything that came after the draw), then queues the indexing. Warns
+        (:class:`AnchorBudgetWarning`, once per process) when a scale has pairs but ``V = 0``.
         """
         if self._result is not None:
             return self._result
@@ -113,6 +120,9 @@ class PendingAnchors:
         host = self._host.tolist()
         n_scales = len(host) // 2
         pairs_per_scale, views = host[:n_scales], host[n_scales:]
+        starved = [(name, t) for name, t, v in zip(self._scale_names, pairs_per_scale, views) if t > 0 and v == 0]
+        if starved:  # read from the (T, V) already on the host: no further synchronisation
+            warn_anchor_budget(starved, self._max_anchors)
         counts_out = [t_s * v for t_s, v in zip(pairs_per_scale, views)]
         n_out, n_pairs = sum(counts_out), sum(pairs_per_scale)
         device = self._local.device
@@ -142,6 +152,7 @@ def draw_anchor_indices_multiscale(
     max_views_per_class: int = 2500,
     max_anchors: int = 10000,
     generator: torch.Generator | None = None,
+    scale_names: Sequence[str] | None = None,
 ) -> PendingAnchors:
     """Queue the balanced draw of every scale without waiting for the device; ``.resolve()`` gives the anchors.
 
@@ -154,6 +165,7 @@ def draw_anchor_indices_multiscale(
         labels: one ``(B, h_s, w_s)`` integer label map per scale (same ``B``).
         ignore_index, min_views_per_class, max_views_per_class, max_anchors, generator: as in
             :func:`sample_anchor_indices`.
+        scale_names: how an :class:`AnchorBudgetWarning` names each scale (``None``: ``"scale <i>"``).
 
     Returns:
         The queued draw; its ``resolve()`` gives, per scale, ``index`` into ``labels[s].flatten()`` and
@@ -237,8 +249,10 @@ def draw_anchor_indices_multiscale(
     # The present runs first, in key order: a present run r goes to slot below[r] (1-based; the others to 0).
     pair_order = torch.empty(n_pixels + 1, dtype=torch.long, device=device)
     pair_order = pair_order.scatter_(0, torch.where(present, below[1:], 0), position)[1:]  # (P,)
+    names = [f"scale {s}" for s in range(n_scales)] if scale_names is None else scale_names
     return PendingAnchors(host=sizes, ready=ready, batch=batch, shift=shift, local=local, starts=starts,
-                          run_key=run_key, v_dev=v_dev, perm=perm, pair_order=pair_order)
+                          run_key=run_key, v_dev=v_dev, perm=perm, pair_order=pair_order, max_anchors=max_anchors,
+                          scale_names=names)
 
 
 def sample_balanced_anchors(
@@ -259,7 +273,7 @@ def sample_balanced_anchors(
         ignore_index: label never sampled.
         min_views_per_class: minimum pixels for a pair to be present (5).
         max_views_per_class: cap on ``V`` (2500).
-        max_anchors: cap on ``V * T`` (10000).
+        max_anchors: cap on ``V * T`` (10000); below ``T`` nothing is drawn (see :func:`sample_anchor_indices`).
         generator: random source on the labels' device.
 
     Returns:

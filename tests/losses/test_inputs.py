@@ -1,4 +1,7 @@
-"""Wrong inputs to the contrastive losses are clear errors, never a silently wrong value (issue 16)."""
+"""Wrong inputs to the contrastive losses are clear errors (or, for an anchor budget that draws nothing, a warning),
+never a silently wrong value (issue 16)."""
+
+import warnings
 
 import pytest
 import torch
@@ -8,6 +11,7 @@ from contrastseg.losses import (
     MultiScaleContrast, MultiScaleContrastiveLoss, sample_anchor_indices, sample_balanced_anchors,
     supervised_infonce,
 )
+from contrastseg.losses import checks
 from contrastseg.losses.base import LossContext
 from contrastseg.losses.sampling import sample_anchor_indices_multiscale
 
@@ -170,3 +174,43 @@ def test_sampler_embeddings_must_be_4d() -> None:
 def test_sampler_counts_must_be_positive_integers(key, value) -> None:
     with pytest.raises(ValueError, match=f"{key} must be a positive integer, got {value!r}"):
         sample_balanced_anchors(torch.randn(2, 4, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long), **{key: value})
+
+
+# ----------------------------------------------------------------------------------------- anchor budget
+
+
+def _many_pairs(b=4, classes=6):
+    """Every image holds every class (>= 5 pixels even at stride 32): T = b * classes pairs at each scale."""
+    bands = torch.arange(192) // 32 % classes  # (W,)
+    return torch.stack([bands.roll(32 * i).expand(64, 192) for i in range(b)]).clone()
+
+
+def test_max_anchors_below_the_pair_count_warns_once(monkeypatch) -> None:
+    """max_anchors < T gives V = 0: no anchors and an exact 0 loss at every step; the user hears about it once."""
+    monkeypatch.setattr(checks, "_BUDGET_WARNED", False, raising=False)
+    labels = _many_pairs()  # T = 24 at every scale
+    emb = [torch.randn(4, 8, 64 // s, 192 // s, requires_grad=True) for s in STRIDES]
+    loss = MultiScaleContrastiveLoss(max_anchors=20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # as under pytest -W always or a logger that shows every warning
+        for _ in range(3):
+            out = loss(emb, labels, strides=STRIDES)
+            ahead = loss.presample(labels, strides=STRIDES)
+            loss(emb, labels, presampled=ahead)
+            sample_anchor_indices(labels, max_anchors=20)
+    budget = [w for w in caught if issubclass(w.category, UserWarning) and "max_anchors" in str(w.message)]
+    assert len(budget) == 1, [str(w.message) for w in caught]
+    message = str(budget[0].message)
+    assert budget[0].category.__name__ == "AnchorBudgetWarning"
+    assert "max_anchors=20" in message and "T=24" in message and "scale 0 (stride 4)" in message
+    assert "raise max_anchors" in message and "batch" in message
+    assert out.total.item() == 0.0  # the silent zero the warning is about
+
+
+def test_no_budget_warning_when_every_scale_draws(monkeypatch) -> None:
+    monkeypatch.setattr(checks, "_BUDGET_WARNED", False, raising=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        emb = [torch.randn(4, 8, 64 // s, 192 // s) for s in STRIDES]
+        MultiScaleContrastiveLoss(max_anchors=24)(emb, _many_pairs())  # V = 1 at every scale
+        MultiScaleContrastiveLoss(max_anchors=1)(emb, torch.full((4, 64, 192), 255))  # T = 0: nothing to warn
