@@ -215,7 +215,7 @@ def draw_anchor_indices_multiscale(
     is_start = torch.empty(n_pixels, dtype=torch.bool, device=device)
     is_start[:1] = True
     torch.ne(sorted_key[1:], sorted_key[:-1], out=is_start[1:])  # (P,) the first pixel of every run
-    slot = torch.where(is_start, torch.cumsum(is_start, 0), 0)  # (P,) 1 + run at a run's first pixel, 0 elsewhere
+    slot = torch.cumsum(is_start, 0).masked_fill_(~is_start, 0)  # (P,) 1 + run at a run's first pixel, else 0
     first = torch.full((n_pixels + 2,), n_pixels, dtype=torch.long, device=device)
     first.scatter_(0, slot, position)  # (P+2,) [1 + r]: first position of run r
     starts = first[1:-1]  # (P,) first sorted position of every run (P past the last run)
@@ -246,9 +246,10 @@ def draw_anchor_indices_multiscale(
         sizes = host.copy_(sizes, non_blocking=True)
         ready = torch.cuda.Event()
         ready.record()
-    # The present runs first, in key order: a present run r goes to slot below[r] (1-based; the others to 0).
+    # The present runs first, in key order: a present run r goes to slot below[r + 1] (1-based; the others to 0,
+    # in place: `below` is not needed any more).
     pair_order = torch.empty(n_pixels + 1, dtype=torch.long, device=device)
-    pair_order = pair_order.scatter_(0, torch.where(present, below[1:], 0), position)[1:]  # (P,)
+    pair_order = pair_order.scatter_(0, below[1:].masked_fill_(~present, 0), position)[1:]  # (P,)
     names = [f"scale {s}" for s in range(n_scales)] if scale_names is None else scale_names
     return PendingAnchors(host=sizes, ready=ready, batch=batch, shift=shift, local=local, starts=starts,
                           run_key=run_key, v_dev=v_dev, perm=perm, pair_order=pair_order, max_anchors=max_anchors,
