@@ -14,7 +14,8 @@ processes, the memory one with glibc returning freed blocks to the system (so re
 own). Both include the gradients of the input embeddings (as large as the embeddings, created by any loss on them:
 340 MiB in the full Cityscapes-like and ADE20K-like cases); the last column subtracts them, a lower bound of what
 the loss itself holds at its peak (exact when the peak comes after the gradients exist).
-``--profile`` adds the CUDA kernels of our loss in the Cityscapes-like case, by time (torch.profiler).
+``--profile`` adds the CUDA kernels of our loss in the Cityscapes-like case, by time (torch.profiler);
+``--sampler`` adds the balanced sampler alone (all four scales in one draw, as the loss does), per case.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._harness import cpu_time_and_memory, timed
-from contrastseg.losses import MultiScaleContrastiveLoss, infonce_triton, supervised_infonce
+from contrastseg.losses import (
+    MultiScaleContrastiveLoss, infonce_triton, sample_anchor_indices_multiscale, supervised_infonce,
+)
 
 STRIDES = (4, 8, 16, 32)
 WEIGHTS = (1.0, 0.7, 0.4, 0.1)
@@ -153,6 +156,15 @@ def _measure(impl, case, scale, device, repeats, threads=None):
     return seconds * 1000, mib, max(mib - grads_mib, 0.0)
 
 
+def sampler_ms(case, scale: float, device: str, repeats: int) -> float:
+    """Median milliseconds of the balanced draw of the four scales (its host sync included), in this process."""
+    _, labels = _inputs(case, scale, device)
+    labels_at = [labels[:, ::s, ::s] for s in STRIDES]  # (B, H, W) -> (B, H/s, W/s) per scale
+    generator = torch.Generator(device=device).manual_seed(0)
+    seconds, _ = timed(lambda: sample_anchor_indices_multiscale(labels_at, generator=generator), device, repeats)
+    return seconds * 1000
+
+
 def profile(scale: float, device: str) -> None:
     """Print our loss's kernels in the Cityscapes-like case, by total device time, and the launch count."""
     from torch.profiler import ProfilerActivity
@@ -188,6 +200,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--anchors", type=int, nargs="*", default=[4000, 10000])
     parser.add_argument("--profile", action="store_true", help="also profile our loss (Cityscapes-like case)")
+    parser.add_argument("--sampler", action="store_true", help="also time the balanced sampler alone, per case")
     parser.add_argument("--triton-split", action="store_true",
                         help="run the Triton kernels with infonce_triton.SPLIT on (loops split across programs)")
     parser.add_argument("--no-baseline", action="store_true",
@@ -229,6 +242,14 @@ def main() -> None:
         for impl in impls:
             ms, mb, _ = measure(impl, ("quadratic", n), scale, args.device, repeats, args.threads)
             print(f"| {n} | {labels[impl]} | {ms:.1f} | {mb:.0f} |", flush=True)
+    if args.sampler:
+        print("\nThe balanced sampler alone (four scales, one draw, as in the loss)")
+        print("| case | shape | sampler ms |")
+        print("|---|---|---:|")
+        for case in cases:
+            batch, h, w = case[1], int(case[2] * scale) // 32 * 32, int(case[3] * scale) // 32 * 32
+            ms = sampler_ms(case, scale, args.device, repeats)
+            print(f"| {case[0]} | {batch}x{h}x{w}, {case[4]} classes | {ms:.2f} |", flush=True)
     if args.profile:
         print()
         profile(scale, args.device)

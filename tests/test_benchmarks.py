@@ -9,6 +9,7 @@ def test_contrastive_loss_benchmark_runs() -> None:
         assert ms > 0 and mib >= 0
         ms, _, _ = contrastive_loss._measure(impl, ("Cityscapes-like", 2, 128, 256, 19), 0.5, "cpu", 1)
         assert ms > 0
+    assert contrastive_loss.sampler_ms(("Cityscapes-like", 2, 128, 256, 19), 0.5, "cpu", 1) > 0
 
 
 def test_train_step_benchmark_runs() -> None:

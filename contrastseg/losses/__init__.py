@@ -17,12 +17,13 @@ from contrastseg.losses.multiscale import (
 )
 from contrastseg.losses.ohem import OhemCrossEntropy, ohem_cross_entropy
 from contrastseg.losses.sampling import (
-    gather_pixels, sample_anchor_indices, sample_anchor_indices_multiscale, sample_balanced_anchors,
+    AnchorBudgetWarning, gather_pixels, sample_anchor_indices, sample_anchor_indices_multiscale,
+    sample_balanced_anchors,
 )
 
 __all__ = [
-    "ContrastiveLossOutput", "CrossEntropy", "LossContext", "LossTerm", "LovaszSoftmax", "MultiScaleContrast",
-    "MultiScaleContrastiveLoss", "OhemCrossEntropy", "PresampledAnchors", "Projector", "TermOutput", "downsample_labels",
-    "gather_pixels", "l2_normalize", "ohem_cross_entropy", "sample_anchor_indices",
+    "AnchorBudgetWarning", "ContrastiveLossOutput", "CrossEntropy", "LossContext", "LossTerm", "LovaszSoftmax",
+    "MultiScaleContrast", "MultiScaleContrastiveLoss", "OhemCrossEntropy", "PresampledAnchors", "Projector",
+    "TermOutput", "downsample_labels", "gather_pixels", "l2_normalize", "ohem_cross_entropy", "sample_anchor_indices",
     "sample_anchor_indices_multiscale", "sample_balanced_anchors", "supervised_infonce",
 ]

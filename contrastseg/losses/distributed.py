@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices
+from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
 __all__ = ["gather_anchor_sets"]
 
@@ -26,7 +26,8 @@ def _world() -> tuple[int, int]:
 
 
 def gather_anchor_sets(
-    embeddings: Tensor, labels: Tensor, *, generator: torch.Generator | None = None, **sampling: int
+    embeddings: Tensor, labels: Tensor, *, generator: torch.Generator | None = None, scale_name: str = "scale 0",
+    **sampling: int,
 ) -> tuple[Tensor, Tensor]:
     """Balanced anchors of one scale sampled from the batches of all processes.
 
@@ -34,6 +35,7 @@ def gather_anchor_sets(
         embeddings: ``(B, D, h, w)`` this process's embeddings.
         labels: ``(B, h, w)`` this process's labels at that resolution.
         generator: random source; process 0's draw seeds the shared sampling.
+        scale_name: how a warning about the anchor budget names this scale.
         **sampling: ``ignore_index``, ``min_views_per_class``, ``max_views_per_class``, ``max_anchors``.
 
     Returns:
@@ -53,7 +55,8 @@ def gather_anchor_sets(
         seed = seed.to(device)
         dist.broadcast(seed, src=0)
     shared = torch.Generator(device=device).manual_seed(int(seed.item()))
-    index, anchor_labels = sample_anchor_indices(global_labels, generator=shared, **sampling)
+    (index, anchor_labels), = sample_anchor_indices_multiscale([global_labels], generator=shared,
+                                                              scale_names=[scale_name], **sampling)
     per_process = labels.numel()
     owner = index // per_process  # (N,) which process holds each anchor
     local_index = (index - rank * per_process).clamp(0, per_process - 1)

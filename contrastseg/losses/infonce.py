@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastseg.losses import infonce_triton
+from contrastseg.losses.checks import check_temperature
 
 __all__ = ["l2_normalize", "resolve_backend", "supervised_infonce"]
 
@@ -173,9 +174,21 @@ def supervised_infonce(
         Scalar loss, mean over anchors. An exact, graph-connected 0 when there are no anchors, no contrast
         samples, no positives or no negatives (for example a single class), so every parameter still receives
         a (zero) gradient.
+
+    Raises:
+        ValueError: shapes other than ``(N, D)``, ``(N,)``, ``(M, D)``, ``(M,)`` (an ``(N, 1)`` label column would
+            broadcast into a wrong mask), ``contrast`` without ``contrast_labels``, or a temperature that is not a
+            positive finite number.
     """
     if (contrast is None) != (contrast_labels is None):
         raise ValueError("give contrast and contrast_labels together")
+    check_temperature(temperature)
+    _check_set(anchors, labels, "anchors", "labels", "N")
+    if contrast is not None:
+        if contrast.dim() != 2 or contrast.shape[1] != anchors.shape[1]:
+            raise ValueError(f"contrast must be (M, D) with anchors' D={anchors.shape[1]}, got shape "
+                             f"{tuple(contrast.shape)}")
+        _check_set(contrast, contrast_labels, "contrast", "contrast_labels", "M")
     use_triton = resolve_backend(backend, anchors.device) == "triton"
     exclude_self = contrast is None
     with torch.autocast(anchors.device.type, enabled=False):
@@ -190,6 +203,15 @@ def supervised_infonce(
                                                  exclude_self=exclude_self)
         block = max(1, min(z_rows.shape[0], block_elements // max(1, z_cols.shape[0])))
         return _BlockwiseInfoNCE.apply(z_rows, labels, z_cols, y_cols, 1.0 / temperature, exclude_self, block)
+
+
+def _check_set(z: Tensor, y: Tensor, z_name: str, y_name: str, n: str) -> None:
+    """``z`` is ``(n, D)`` and ``y`` ``(n,)``, or a ``ValueError`` naming them and their shapes."""
+    if z.dim() != 2:
+        raise ValueError(f"{z_name} must be ({n}, D), got shape {tuple(z.shape)}")
+    if y.shape != z.shape[:1]:
+        raise ValueError(f"{y_name} must be ({n},) = ({z.shape[0]},) for {z_name} {tuple(z.shape)}, got "
+                         f"{tuple(y.shape)}")
 
 
 def check_backend(backend: str) -> None:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastseg.errors import AnchorLimitError
+from contrastseg.losses.checks import check_input_labels, check_sampling_options, check_temperature
 from contrastseg.losses.distributed import gather_anchor_sets
 from contrastseg.losses.infonce import check_backend, l2_normalize, supervised_infonce
 from contrastseg.losses.sampling import (
@@ -56,7 +57,7 @@ class PresampledAnchors(NamedTuple):
     """Anchors drawn by :meth:`MultiScaleContrastiveLoss.presample` before the forward pass.
 
     Attributes:
-        labels: the ``(B, H, W)`` labels they were drawn from.
+        labels: the labels they were drawn from, as passed (``(B, H, W)`` or ``(B, 1, H, W)``).
         sizes: ``(h, w)`` of the label map of every used scale.
         pending: the queued draw of the used scales, in ascending order.
     """
@@ -135,8 +136,11 @@ class MultiScaleContrastiveLoss(nn.Module):
         for a, b in pairs:
             if not (0 <= a < n and 0 <= b < n) or a == b:
                 raise ValueError(f"cross_scale_pairs: ({a}, {b}) must be two different scales in 0..{n - 1}")
-        if temperature <= 0 or (cross_scale_temperature is not None and cross_scale_temperature <= 0):
-            raise ValueError("temperatures must be positive")
+        check_temperature(temperature)
+        if cross_scale_temperature is not None:
+            check_temperature(cross_scale_temperature, "cross_scale_temperature")
+        check_sampling_options(ignore_index=ignore_index, min_views_per_class=min_views_per_class,
+                               max_views_per_class=max_views_per_class, max_anchors=max_anchors)
         self.scale_weights = [float(w) for w in scale_weights]
         self.cross_scale_pairs = pairs
         self.cross_scale_weights = [float(w) for w in cross_scale_weights]
@@ -166,20 +170,25 @@ class MultiScaleContrastiveLoss(nn.Module):
         ``labels[:, ::s, ::s]`` assumed here (otherwise the loss samples again).
 
         Args:
-            labels: ``(B, H, W)`` labels at input resolution.
+            labels: ``(B, H, W)`` (or ``(B, 1, H, W)``) integer labels at input resolution.
             strides: stride of each scale's feature map.
             generator: random source of the sampling.
 
         Returns:
             The drawn anchors, or ``None`` where they cannot be drawn ahead (``sampling="all"`` or
             ``gather_distributed``, which sample inside the loss).
+
+        Raises:
+            ValueError: labels of another shape, or floating labels.
         """
+        given, labels = labels, check_input_labels(labels)
         if self.sampling_mode != "balanced" or self.gather_distributed:
             return None
         scales = self.used_scales
         labels_at = [labels[:, ::strides[s], ::strides[s]] for s in scales]  # (B, H, W) -> (B, ceil(H/s), ceil(W/s))
-        pending = draw_anchor_indices_multiscale(labels_at, generator=generator, **self.sampling)
-        return PresampledAnchors(labels=labels, sizes={s: tuple(lab.shape[-2:]) for s, lab in zip(scales, labels_at)},
+        names = [_scale_name(s, strides) for s in scales]
+        pending = draw_anchor_indices_multiscale(labels_at, generator=generator, scale_names=names, **self.sampling)
+        return PresampledAnchors(labels=given, sizes={s: tuple(lab.shape[-2:]) for s, lab in zip(scales, labels_at)},
                                  pending=pending)
 
     def forward(
@@ -189,18 +198,21 @@ class MultiScaleContrastiveLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            embeddings: one ``(B, D, h_s, w_s)`` map per scale, fine to coarse (normalised inside).
-            labels: ``(B, H, W)`` labels at input resolution.
+            embeddings: one ``(B, D, h_s, w_s)`` map per scale, fine to coarse (normalised inside); the two scales
+                of a cross-scale pair need the same ``D``.
+            labels: ``(B, H, W)`` (or ``(B, 1, H, W)``) integer labels at input resolution, the same ``B``.
             strides: stride of each map (``None``: inferred from the sizes).
             generator: random source of the anchor sampling (on the labels' device).
             presampled: anchors drawn from these ``labels`` by :meth:`presample` (ignored when they were drawn
                 from other labels or at other sizes).
+
+        Raises:
+            ValueError: a shape that does not fit (named, with the shapes), or floating labels.
         """
-        if len(embeddings) != len(self.scale_weights):
-            raise ValueError(f"got {len(embeddings)} embedding maps but {len(self.scale_weights)} scale_weights")
+        given, labels = labels, self._check_inputs(embeddings, labels)
         scales = self.used_scales
         used = set(scales)
-        if presampled is not None and (presampled.labels is not labels or any(
+        if presampled is not None and (presampled.labels is not given or any(
                 presampled.sizes.get(s) != tuple(embeddings[s].shape[-2:]) for s in scales)):
             presampled = None
         labels_at = {s: downsample_labels(labels, embeddings[s].shape[-2:], None if strides is None else strides[s])
@@ -212,10 +224,12 @@ class MultiScaleContrastiveLoss(nn.Module):
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), labels_at[s].reshape(-1)[index])
         elif self.gather_distributed:
             for s in scales:
-                anchors[s] = gather_anchor_sets(embeddings[s], labels_at[s], generator=generator, **self.sampling)
+                anchors[s] = gather_anchor_sets(embeddings[s], labels_at[s], generator=generator,
+                                                scale_name=_scale_name(s, strides), **self.sampling)
         else:  # every scale in one call: one host sync and two sorts for all of them
             drawn = (presampled.pending.resolve() if presampled is not None else  # the used scales, ascending
                      sample_anchor_indices_multiscale([labels_at[s] for s in scales], generator=generator,
+                                                      scale_names=[_scale_name(s, strides) for s in scales],
                                                       **self.sampling))
             for s, (index, anchor_labels) in zip(scales, drawn):
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), anchor_labels)
@@ -243,11 +257,30 @@ class MultiScaleContrastiveLoss(nn.Module):
         total = total + sum(w * l for w, l in zip(self.cross_scale_weights, cross_scale))
         return ContrastiveLossOutput(total=total, per_scale=per_scale, cross_scale=cross_scale)
 
+    def _check_inputs(self, embeddings: Sequence[Tensor], labels: Tensor) -> Tensor:
+        """The labels as ``(B, H, W)`` after checking every shape (Python numbers only, no host sync)."""
+        if len(embeddings) != len(self.scale_weights):
+            raise ValueError(f"got {len(embeddings)} embedding maps but {len(self.scale_weights)} scale_weights")
+        labels = check_input_labels(labels)
+        for s, e in enumerate(embeddings):
+            if e.dim() != 4:
+                raise ValueError(f"embeddings[{s}] must be (B, D, h, w), got shape {tuple(e.shape)}")
+            if e.shape[0] != labels.shape[0]:
+                raise ValueError(f"embeddings[{s}] {tuple(e.shape)} has batch {e.shape[0]} but labels "
+                                 f"{tuple(labels.shape)} have batch {labels.shape[0]}")
+        for a, b in self.cross_scale_pairs:
+            if embeddings[a].shape[1] != embeddings[b].shape[1]:
+                raise ValueError(
+                    f"cross_scale_pairs ({a}, {b}): embeddings[{a}] {tuple(embeddings[a].shape)} has "
+                    f"D={embeddings[a].shape[1]} but embeddings[{b}] {tuple(embeddings[b].shape)} has "
+                    f"D={embeddings[b].shape[1]}; a cross-scale term compares the two scales' embeddings")
+        return labels
+
     def _all_labelled(self, labels_s: Tensor, scale: int) -> Tensor:
         """Flat indices of every labelled pixel, grouped by class (as the balanced sampler groups its anchors, for
         the fused kernels), or :class:`AnchorLimitError` above ``all_max_anchors``."""
         flat = labels_s.reshape(-1)  # (B*h*w,)
-        index = (flat != self.sampling["ignore_index"]).nonzero()[:, 0]  # (N,)
+        index = ((flat != self.sampling["ignore_index"]) & (flat >= 0)).nonzero()[:, 0]  # (N,) as the sampler
         index = index[torch.argsort(flat[index], stable=True)]  # (N,) by class, raster order within a class
         n = index.numel()
         if n > self.all_max_anchors:
@@ -259,3 +292,7 @@ class MultiScaleContrastiveLoss(nn.Module):
                 "but time grows as the square. Use sampling='balanced' (the paper's Sec. 3.3), smaller crops or "
                 "batches, or raise all_max_anchors")
         return index
+
+
+def _scale_name(scale: int, strides: Sequence[int] | None) -> str:
+    return f"scale {scale}" + ("" if strides is None else f" (stride {strides[scale]})")

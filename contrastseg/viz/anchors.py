@@ -74,8 +74,11 @@ def sample_anchor_sets(
             labels_s, ignore_index=ignore_index, min_views_per_class=min_views_per_class,
             max_views_per_class=max_views_per_class, max_anchors=max_anchors, generator=generator)
         hw = size[0] * size[1]
-        pairs = int(torch.unique(index // hw * 65536 + anchor_labels).numel()) if index.numel() else 0
-        out.append(AnchorSet(stride=int(s), image=index // hw, y=src_y[index % hw], x=src_x[index % hw],
+        image = index // hw  # (N,)
+        # Pairs are runs of V consecutive anchors in (class, image) order: count where (class, image) changes.
+        changes = (image[1:] != image[:-1]) | (anchor_labels[1:] != anchor_labels[:-1])  # (N-1,)
+        pairs = int(changes.sum()) + 1 if index.numel() else 0
+        out.append(AnchorSet(stride=int(s), image=image, y=src_y[index % hw], x=src_x[index % hw],
                              label=anchor_labels, views=index.numel() // max(pairs, 1), pairs=pairs))
     return out
 

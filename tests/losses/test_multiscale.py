@@ -7,6 +7,8 @@ from contrastseg.losses import MultiScaleContrastiveLoss, downsample_labels, sup
 from contrastseg.losses import multiscale
 from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
+from .reference import balanced_draw_loops
+
 STRIDES = (4, 8, 16, 32)
 
 
@@ -45,6 +47,23 @@ def test_total_is_the_weighted_sum_of_the_reference_terms() -> None:
     expected = sum(w * l for w, l in zip((1.0, 0.7, 0.4, 0.1), per_scale)) + cross[0] + cross[1]
     torch.testing.assert_close(out.total, expected)
     assert all(l.item() > 0 for l in out.per_scale + out.cross_scale)
+
+
+@pytest.mark.parametrize("ids,ignore", [((7, 300, 65534), 255), ((300, 65534, 70000), 65535)])
+def test_large_class_ids_reach_the_loss(ids, ignore) -> None:
+    """Classes >= 256 are anchors like any other (they were never drawn: one class left, a zero loss)."""
+    emb = _embeddings()
+    labels = torch.tensor(ids)[_labels()]  # three bands of the large ids
+    labels[:, :8] = ignore
+    out = MultiScaleContrastiveLoss(ignore_index=ignore)(emb, labels, generator=torch.Generator().manual_seed(5))
+    drawn = balanced_draw_loops([labels[:, ::s, ::s] for s in STRIDES], torch.Generator().manual_seed(5),
+                                ignore=ignore)
+    sets = [(gather_pixels(e, index), lab) for e, (index, lab) in zip(emb, drawn)]
+    assert all(set(lab.tolist()) == set(ids) for _, lab in sets)
+    expected = [supervised_infonce(*sets[s]) for s in range(4)]
+    expected += [supervised_infonce(*sets[0], *sets[3]), supervised_infonce(*sets[0], *sets[2])]
+    torch.testing.assert_close(torch.stack(out.per_scale + out.cross_scale), torch.stack(expected))
+    assert all(v > 0 for v in expected)
 
 
 def test_cross_scale_temperature_is_honoured() -> None:
@@ -153,6 +172,16 @@ def test_sampling_all_uses_every_labelled_pixel_and_has_a_hard_cap() -> None:
         capped([emb], labels)
     with pytest.raises(ValueError, match="gather_distributed"):
         MultiScaleContrastiveLoss(sampling="all", gather_distributed=True)
+
+
+def test_sampling_all_never_uses_negative_labels() -> None:
+    """Like the balanced sampler, sampling='all' skips negative labels (they were anchors of a class -1)."""
+    labels = torch.randint(0, 3, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    labels[0, 0] = -1
+    loss = MultiScaleContrastiveLoss(scale_weights=(1.0,), cross_scale_pairs=(), cross_scale_weights=(),
+                                     sampling="all")
+    index = loss._all_labelled(labels, 0)
+    assert sorted(index.tolist()) == (labels.reshape(-1) >= 0).nonzero()[:, 0].tolist()
 
 
 def test_presampled_anchors_give_the_loss_of_sampling_inside() -> None:

@@ -6,23 +6,12 @@ import torch
 from contrastseg.losses import sample_anchor_indices, sample_balanced_anchors
 from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
+from .reference import balanced_counts_loops, balanced_draw_loops
+
 
 def _spec_v(labels: torch.Tensor, ignore=255, min_views=5, max_views=2500, max_anchors=10000):
-    """Straight from the specification, with Python loops over (image, class) pairs."""
-    counts = {}
-    for b in range(labels.shape[0]):
-        for c in labels[b].unique().tolist():
-            if c == ignore:
-                continue
-            n = int((labels[b] == c).sum())
-            if n >= min_views:
-                counts[(b, c)] = n
-    if not counts:
-        return counts, 0
-    v = min(min(counts.values()), max_views)
-    if v * len(counts) > max_anchors:
-        v = max_anchors // len(counts)
-    return counts, v
+    """Straight from the specification, with Python loops over (image, class) pairs (``tests/test_cuda.py`` too)."""
+    return balanced_counts_loops(labels, ignore, min_views, max_views, max_anchors)
 
 
 def _imbalanced_labels(b: int, h: int, w: int, classes: int, seed: int) -> torch.Tensor:
@@ -116,16 +105,71 @@ def test_all_scales_at_once_match_the_specification_per_scale(max_anchors: int) 
         assert got == {k: v for k in counts}
 
 
-def test_labels_outside_the_value_range_stay_in_their_scale() -> None:
-    """A label of 300 (or -1) is never sampled and does not leak into the next scale's (class, image) keys."""
+def _large_id_labels(b: int, h: int, w: int, ids: tuple, ignore: int, seed: int) -> torch.Tensor:
+    """Blobs (4 x 4 cells) of the given class ids, ~10% ignore and ~3% negative (never sampled) pixels."""
+    g = torch.Generator().manual_seed(seed)
+    cells = torch.tensor(ids)[torch.randint(0, len(ids), (b, h // 4, w // 4), generator=g)]
+    labels = cells.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    noise = torch.rand(b, h, w, generator=g)
+    labels[noise < 0.1] = ignore
+    labels[noise < 0.03] = -1
+    return labels
+
+
+@pytest.mark.parametrize("ids,ignore,dtype", [
+    ((0, 3, 300, 65534), 255, torch.long),  # ids above the old 256-entry table with the usual ignore value
+    ((0, 3, 300, 65534), 65535, torch.int32),  # 16-bit label images: ignore 65535
+    ((1, 300, 70000, 2**40), 65535, torch.long),  # beyond 16 bits
+])
+@pytest.mark.parametrize("max_anchors", [10000, 40])
+def test_any_non_negative_class_id_is_drawn_like_the_reference(ids, ignore, dtype, max_anchors) -> None:
+    """Classes >= 256 are sampled (they were silently never drawn); the draw is the reference's, scale by scale."""
+    fine = _large_id_labels(3, 32, 48, ids, ignore, seed=len(ids) + ignore).to(dtype)
+    scales = [fine, fine[:, ::2, ::2], fine[:, ::4, ::4]]
+    options = dict(ignore_index=ignore, min_views_per_class=3, max_anchors=max_anchors)
+    drawn = sample_anchor_indices_multiscale(scales, generator=torch.Generator().manual_seed(1), **options)
+    expected = balanced_draw_loops(scales, torch.Generator().manual_seed(1), ignore=ignore, min_views=3,
+                                   max_anchors=max_anchors)
+    for labels, (index, anchor_labels), (want_index, want_labels) in zip(scales, drawn, expected):
+        assert torch.equal(index, want_index) and torch.equal(anchor_labels, want_labels)
+        assert torch.equal(labels.reshape(-1)[index].long(), anchor_labels)
+    assert set(drawn[0][1].tolist()) == set(ids), "every class of the fine scale is drawn, large ids included"
+    single = sample_anchor_indices(fine, generator=torch.Generator().manual_seed(1), **options)
+    want = balanced_draw_loops([fine], torch.Generator().manual_seed(1), ignore=ignore, min_views=3,
+                               max_anchors=max_anchors)[0]
+    assert torch.equal(single[0], want[0]) and torch.equal(single[1], want[1])
+
+
+def test_draw_is_the_reference_draw_for_usual_labels() -> None:
+    """Labels below 256: the same draw as the documented algorithm (the sampler's draw before large ids existed)."""
+    fine = _imbalanced_labels(3, 32, 48, 19, seed=2)
+    scales = [fine, fine[:, ::2, ::2], fine[:, ::4, ::4], fine[:, ::8, ::8]]
+    for max_anchors in (10000, 150):
+        drawn = sample_anchor_indices_multiscale(scales, max_anchors=max_anchors,
+                                                 generator=torch.Generator().manual_seed(4))
+        expected = balanced_draw_loops(scales, torch.Generator().manual_seed(4), max_anchors=max_anchors)
+        for (index, anchor_labels), (want_index, want_labels) in zip(drawn, expected):
+            assert torch.equal(index, want_index) and torch.equal(anchor_labels, want_labels)
+
+
+def test_negative_and_ignore_labels_are_never_drawn_and_stay_in_their_scale() -> None:
+    """300 is a class; -1 and the ignore value never are, and nothing leaks into the next scale's pairs."""
     fine = torch.zeros(1, 4, 4, dtype=torch.long)
     fine[0, :2] = 300
     fine[0, 2, 0] = -1
+    fine[0, 3, 3] = 255
     coarse = torch.ones(1, 2, 2, dtype=torch.long)
     (i0, y0), (i1, y1) = sample_anchor_indices_multiscale([fine, coarse], min_views_per_class=1,
                                                           generator=torch.Generator().manual_seed(0))
-    assert y0.tolist() == [0] * 7 and sorted(i0.tolist()) == [9, 10, 11, 12, 13, 14, 15]
+    assert y0.tolist() == [0] * 6 + [300] * 6  # K = 6 pixels of class 0
+    assert set(i0[:6].tolist()) <= {9, 10, 11, 12, 13, 14} and set(i0[6:].tolist()) <= set(range(8))
     assert y1.tolist() == [1] * 4 and sorted(i1.tolist()) == [0, 1, 2, 3]
+
+
+def test_empty_label_maps() -> None:
+    for labels in (torch.zeros(0, 4, 4, dtype=torch.long), torch.zeros(2, 0, 4, dtype=torch.long)):
+        (index, anchor_labels), = sample_anchor_indices_multiscale([labels])
+        assert index.numel() == 0 and anchor_labels.numel() == 0
 
 
 def test_distinct_gather_has_the_same_gradient() -> None:

@@ -40,6 +40,20 @@ def test_anchor_sets_are_the_losses_draw() -> None:
     assert ours.views * ours.pairs <= 300
 
 
+def test_large_class_ids_are_drawn_and_counted_as_pairs() -> None:
+    """Ids >= 256 (and >= 65536) are classes: drawn, and T and V count their pairs (they once collided)."""
+    labels = _labels().clone()
+    labels[labels == 1] = 300
+    labels[labels == 2] = 65536  # (image 0, 65536) and (image 1, 0) had the same image * 65536 + class
+    labels[labels == 3] = 3 * 65536
+    a = sample_anchor_sets(labels, (8,), generator=torch.Generator().manual_seed(0))[0]
+    pairs = {(b, c) for b in range(2) for c in labels[b, ::8, ::8].unique().tolist()
+             if c != 255 and int((labels[b, ::8, ::8] == c).sum()) >= 5}
+    assert {300, 65536, 196608} <= set(a.label.tolist())
+    assert a.pairs == len(pairs) and a.views * a.pairs == a.image.numel()
+    assert (labels[a.image, a.y, a.x] == a.label).all()
+
+
 def test_class_pixel_counts_matches_a_loop() -> None:
     labels = _labels()
     counts = class_pixel_counts(labels, 6)
