@@ -2,6 +2,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 import pytest
 
 from contrastseg.cli import main
@@ -174,9 +175,15 @@ def test_ignore_index_must_lie_outside_the_classes(tmp_path: Path) -> None:
 
 def test_cli_links_the_folder_ignore_index_into_the_model(tmp_path: Path) -> None:
     _write_wide(tmp_path / "data", ["a", "b"])
-    cli = main(["fit", "--config", str(REPO / "experiments/quickstart.yaml"), "--data=contrastseg.data.FolderDataModule",
+    cli = main(["fit", "--config", str(REPO / "experiments/quickstart_contrastive.yaml"),
+                "--data=contrastseg.data.FolderDataModule",
                 f"--data.root={tmp_path / 'data'}", "--data.num_classes=300", "--data.ignore_index=65535",
                 "--data.val_split=train", "--data.crop_size=[20, 30]", "--data.batch_size=2", "--data.num_workers=0",
                 "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu", f"--trainer.default_root_dir={tmp_path}"])
     assert cli.datamodule.ignore_index == 65535
     assert cli.model.ignore_index == 65535 and cli.model.num_classes == 300
+    # The contrastive term samples the classes 255 and 299 of a real batch, never the ignore value.
+    term = next(t for t in cli.model.losses if t.name == "contrast")
+    mask = next(iter(cli.datamodule.train_dataloader()))["mask"]
+    drawn = term.loss.presample(mask, strides=term.strides).pending.resolve()
+    assert {255, 299} <= set(torch.cat([labels for _, labels in drawn]).tolist()) <= {0, 255, 299}
