@@ -76,6 +76,7 @@ def test_eval_sampler_splits_without_padding() -> None:
     assert [len(EvalDistributedSampler(range(5), num_replicas=3, rank=r)) for r in range(3)] == [2, 2, 1]
 
 
+@pytest.mark.slow
 def test_split_smaller_than_the_process_count_is_one_line_error(tmp_path: Path) -> None:
     result = _contrastseg("validate", *_tiny(tmp_path, "--data.init_args.num_val=1"), "--trainer.devices=2",
                           "--trainer.strategy=ddp", check=False)
@@ -98,6 +99,7 @@ def _steps(run: Path) -> int:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_slurm_seed_sweep_gives_one_run_per_seed(tmp_path: Path) -> None:
     """experiments/slurm.sh passes --ckpt_path last to every job: seed 1 resumed seed 0's run (and overwrote its
@@ -133,6 +135,7 @@ def test_slurm_seed_sweep_gives_one_run_per_seed(tmp_path: Path) -> None:
     assert f"loading {runs[1] / 'checkpoints' / 'last.ckpt'}" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_wandb_seed_sweep_gives_one_run_per_seed(tmp_path: Path) -> None:
     """The seed sweep's command (`contrastseg fit ${args} --config experiments/_wandb.yaml`), with --ckpt_path last
@@ -190,6 +193,7 @@ def test_claim_version_is_atomic(tmp_path: Path) -> None:
     assert sorted(versions) == list(range(16))
 
 
+@pytest.mark.slow
 def test_a_pinned_version_never_replaces_another_runs_config(tmp_path: Path) -> None:
     pinned = "--trainer.logger.init_args.version=7"
     _contrastseg("fit", *_tiny(tmp_path, pinned, "--trainer.max_steps=1"))
@@ -210,6 +214,7 @@ def test_training_split_smaller_than_a_batch_is_an_error(tmp_path: Path) -> None
     assert "the train split has 3 images, fewer than one batch of 4" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_resuming_with_another_batch_size_names_both(tmp_path: Path) -> None:
     _contrastseg("fit", *_tiny(tmp_path, "--trainer.max_steps=1"))  # 1 of 2 batches: stopped inside epoch 0
@@ -269,6 +274,7 @@ def test_predict_folder_refuses_a_checkpoint_that_would_run_code(tmp_path: Path,
     assert f"refusing to load checkpoint {evil}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_checkpoint_url_is_loaded_with_weights_only(tmp_path: Path) -> None:
     """Lightning unpickled http(s) checkpoints with weights_only=False: a crafted file ran code."""
@@ -307,6 +313,7 @@ def test_checkpoints_respect_the_umask(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["missing", "empty", "truncated", "folder"])
 def test_a_bad_ckpt_path_is_one_line_and_leaves_no_run_folder(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "model.ckpt"
@@ -348,9 +355,40 @@ def test_a_full_disk_during_a_save_is_one_line(tmp_path: Path, monkeypatch, caps
 # ----------------------------------------------------------------------------------------------- SyncBatchNorm
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sync_batchnorm_on_the_cpu_is_turned_off_with_a_notice(tmp_path: Path) -> None:
     """The paper configs set sync_batchnorm: DDP on the CPU failed with a 57-line traceback."""
     result = _contrastseg("fit", *_tiny(tmp_path, "--trainer.max_steps=1"), "--trainer.sync_batchnorm=true",
                           "--trainer.strategy=ddp", "--trainer.devices=2")
     assert "trainer.sync_batchnorm turned off: it needs GPUs and this run is on the CPU" in result.stderr
+
+
+@pytest.mark.parametrize(("accelerator", "devices", "nodes", "off"), [
+    ("cpu", 4, 1, True), ("gpu", 1, 1, True), ("gpu", "1", 1, True), ("gpu", [3], 1, True), ("gpu", 2, 1, False),
+    ("gpu", 1, 2, False), ("gpu", "0,1", 1, False)])
+def test_sync_batchnorm_stays_on_only_across_gpu_processes(accelerator, devices, nodes, off) -> None:
+    from jsonargparse import Namespace
+
+    from contrastseg.cli import _sync_batchnorm_off
+
+    config = Namespace(trainer=Namespace(sync_batchnorm=True, accelerator=accelerator, devices=devices,
+                                         num_nodes=nodes))
+    notice = _sync_batchnorm_off(config)
+    assert (notice is not None) == off and config.trainer.sync_batchnorm is not off
+
+
+# ------------------------------------------------------------------------------------------ pretrained offline
+
+
+@pytest.mark.timeout(120)
+def test_pretrained_weights_offline_fail_fast_naming_the_key(tmp_path: Path) -> None:
+    import time
+
+    start = time.monotonic()
+    result = _contrastseg("fit", *_tiny(tmp_path), "--model.net.init_args.encoder.pretrained=true", check=False,
+                          HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = next(ln for ln in result.stderr.splitlines() if ln.startswith("contrastseg: error:"))
+    assert "model.net.init_args.encoder.checkpoint_path" in line and "pretrained: false" in line
+    assert time.monotonic() - start < 60  # start-up included; the hub used to be retried for about 45 s

@@ -177,6 +177,7 @@ def test_contrastive_fit_logs_every_term_and_saves_checkpoints(tmp_path: Path) -
     assert len(module.losses[1].projectors) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_process_ddp_fast_dev_run_with_contrastive_terms(tmp_path: Path) -> None:
     # Lightning's DDP launcher re-executes the command line in a second process (gloo on CPU); SyncBatchNorm is

@@ -21,7 +21,18 @@ def _resolved(config: Path) -> dict:
     return merged
 
 
-@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: str(p.relative_to(REPO / "experiments").with_suffix("")))
+# UPerNet configs take several seconds a step even with a tiny encoder: two of them (Swin, ResNet) run by default,
+# the others with the slow tests.
+FAST_UPERNET = ("ade20k_upernet_swin_t", "cityscapes_upernet_r101_contrast")
+
+
+def _param(config: Path):
+    slow = "upernet" in config.stem and config.stem not in FAST_UPERNET
+    return pytest.param(config, marks=pytest.mark.slow) if slow else config
+
+
+@pytest.mark.parametrize("config", [_param(p) for p in EXPERIMENTS],
+                         ids=lambda p: str(p.relative_to(REPO / "experiments").with_suffix("")))
 def test_config_runs_one_step_with_a_tiny_encoder(config: Path, tmp_path: Path) -> None:
     encoder = _resolved(config)["model"]["net"]["init_args"]["encoder"]["name"]
     args = [

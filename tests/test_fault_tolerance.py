@@ -70,6 +70,7 @@ def uninterrupted(tmp_path_factory) -> dict[str, torch.Tensor]:
     return weights(ckpt)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_run_resumes_to_the_uninterrupted_weights(sig, uninterrupted, tmp_path: Path) -> None:

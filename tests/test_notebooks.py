@@ -24,6 +24,7 @@ def test_notebook_is_committed_without_outputs(path: Path) -> None:
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in code), "no settings cell"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_executes(path: Path, tmp_path: Path) -> None:

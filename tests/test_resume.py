@@ -77,6 +77,7 @@ def _cli(root: Path, max_steps: int, *extra: str) -> subprocess.CompletedProcess
     return result
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_ckpt_path_last_resumes_the_newest_run_of_the_name(tmp_path: Path) -> None:
     # As experiments/slurm.sh runs it: every (re)start passes --ckpt_path last. The logger's next version folder
@@ -105,6 +106,7 @@ def test_ckpt_path_last_resumes_the_newest_run_of_the_name(tmp_path: Path) -> No
     assert (runs / "version_0" / "val_metrics.json").is_file() and (runs / "version_0" / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_process_ddp_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     # Two processes (gloo on CPU): every process continues from the saved random streams (process 0's, which

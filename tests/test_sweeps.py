@@ -25,7 +25,8 @@ def _combinations(sweep: dict):
         yield dict(zip(keys, values))
 
 
-@pytest.mark.parametrize("sweep_file", SWEEPS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("sweep_file", [pytest.param(p, marks=pytest.mark.slow) if p.stem == "contrast_design" else p
+                                        for p in SWEEPS], ids=lambda p: p.stem)
 def test_every_combination_parses(sweep_file: Path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(REPO)
     sweep = yaml.safe_load(sweep_file.read_text())

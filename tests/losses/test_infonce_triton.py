@@ -21,6 +21,7 @@ from contrastseg.losses.infonce import resolve_backend
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_triton_kernels_match_equations_under_the_interpreter() -> None:
     pytest.importorskip("triton")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
