@@ -30,6 +30,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from contrastseg.callbacks.checkpoint import check_checkpoint, run_folder, runs_folder, version_folder
+from contrastseg.cli_help import DESCRIPTION, EPILOG, ContrastSegTrainer, ShortHelpFormatter
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.module import ContrastSegModule
@@ -460,12 +461,6 @@ def _find_user_error(err: BaseException) -> ContrastSegError | None:
     return None
 
 
-_MORE_COMMANDS = (
-    "more commands: contrastseg check-data DATASET ROOT (inspect a dataset), contrastseg collect RUNS... (runs -> "
-    "the paper's ablation table), contrastseg predict CHECKPOINT IMAGES OUTPUT (label and colour files for a "
-    "folder; options: contrastseg predict-folder --help)")
-
-
 def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
     """Entry point of the ``contrastseg`` console script (``fit``, ``validate``, ``test``, ``predict``).
 
@@ -496,8 +491,12 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
             ContrastSegModule, SegmentationDataModule, subclass_mode_data=True, args=None,
             save_config_callback=LoggerSaveConfigCallback, save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
-            parser_kwargs={"exit_on_error": False, "epilog": _MORE_COMMANDS,
-                           **{cmd: {"exit_on_error": False} for cmd in _SUBCOMMANDS}},
+            trainer_class=ContrastSegTrainer,
+            parser_kwargs={"exit_on_error": False, "description": DESCRIPTION, "epilog": EPILOG,
+                           "formatter_class": ShortHelpFormatter,
+                           **{cmd: {"exit_on_error": False, "formatter_class": ShortHelpFormatter,
+                                    "usage": f"contrastseg {cmd} [-c CONFIG ...] [--KEY VALUE ...]"}
+                              for cmd in _SUBCOMMANDS}},
         )
     except SIGTERMException:  # Lightning finished the batch and LastCheckpoint saved; a pre-empted job, not a success
         print("contrastseg: stopped by SIGTERM; last.ckpt was saved: continue with --ckpt_path last", file=sys.stderr)

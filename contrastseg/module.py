@@ -21,7 +21,7 @@ from contrastseg.evaluation.inference import EvalConfig, infer
 from contrastseg.evaluation.metrics import group_miou, scores_from_confusion, scores_table, write_scores
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
 from contrastseg.losses.cross_entropy import CrossEntropy
-from contrastseg.models.segmentation import SegOutput, predict_classes
+from contrastseg.models.segmentation import SegmentationNet, SegOutput, predict_classes
 from contrastseg.optim import PolyLR
 
 __all__ = ["ContrastSegModule"]
@@ -50,8 +50,9 @@ class ContrastSegModule(LightningModule):
     print a per-class table.
 
     Args:
-        net: the segmentation model, or a class/partial called as ``net(num_classes)`` that builds it (the CLI
-            form, so ``num_classes`` is linked from the data). It must return a
+        net: the segmentation network (a :class:`~contrastseg.models.SegmentationNet`, e.g.
+            :class:`~contrastseg.models.SegmentationModel`), or a class/partial called as ``net(num_classes)`` that
+            builds it (the CLI form, so ``num_classes`` is linked from the data). It returns a
             :class:`~contrastseg.models.SegOutput`.
         num_classes: number of classes.
         ignore_index: label value excluded from losses and metrics.
@@ -83,7 +84,7 @@ class ContrastSegModule(LightningModule):
 
     def __init__(
         self,
-        net: Callable[[int], nn.Module],
+        net: Callable[[int], SegmentationNet],
         *,
         num_classes: int,
         ignore_index: int = 255,

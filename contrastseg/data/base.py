@@ -53,7 +53,9 @@ class EvalDistributedSampler(DistributedSampler):
 
 
 class SegmentationDataModule(LightningDataModule):
-    """Base class: subclasses fill ``self.datasets`` in :meth:`setup` and set the class facts in ``__init__``.
+    """Base class of the data modules: datasets, loaders, training order, and the class facts linked to the model.
+
+    Subclasses fill ``self.datasets`` in :meth:`setup` and set the class facts in ``__init__``.
 
     The CLI links ``num_classes``, ``ignore_index`` and ``class_names`` from the data module into the model, so
     they must be known right after construction.

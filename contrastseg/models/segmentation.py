@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,7 +14,7 @@ from contrastseg.models.encoders import Encoder
 from contrastseg.models.hrnet import HRNetV2Head
 from contrastseg.models.layers import DecoderOutput
 
-__all__ = ["DecoderFactory", "SegOutput", "SegmentationModel", "predict_classes", "upsample"]
+__all__ = ["DecoderFactory", "SegOutput", "SegmentationModel", "SegmentationNet", "predict_classes", "upsample"]
 
 DecoderFactory = Callable[[Sequence[int], int], nn.Module]
 """A decoder class (or partial) called as ``decoder(in_channels, num_classes)``."""
@@ -49,7 +48,21 @@ class SegOutput(NamedTuple):
     features: list[Tensor]
 
 
-class SegmentationModel(nn.Module):
+class SegmentationNet(nn.Module):
+    """Base class of the networks :class:`~contrastseg.ContrastSegModule` trains: ``forward(image)`` returns a
+    :class:`SegOutput`.
+
+    :class:`SegmentationModel` (an encoder and a decoder) is the one this library builds. To train your own network
+    from a config (``model.net.class_path``), subclass this, take ``num_classes`` as the first constructor
+    argument, and give ``feature_channels`` / ``feature_strides`` (one entry per map of ``SegOutput.features``)
+    when contrastive terms should read its features.
+    """
+
+    feature_channels: tuple[int, ...] = ()
+    feature_strides: tuple[int, ...] = ()
+
+
+class SegmentationModel(SegmentationNet):
     """An encoder and a decoder whose channel numbers come from the encoder.
 
     Args:
