@@ -29,11 +29,14 @@ from lightning import LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from contrastseg._compat import drop_wandb_anonymous
 from contrastseg.callbacks.checkpoint import check_checkpoint, run_folder, runs_folder, version_folder
+from contrastseg.callbacks.progress import LineProgress
 from contrastseg.cli_help import DESCRIPTION, EPILOG, ContrastSegTrainer, ShortHelpFormatter
 from contrastseg.data.base import SegmentationDataModule
 from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.module import ContrastSegModule
+from contrastseg.quiet import quiet_third_party
 from contrastseg.resume import CONFIG_KEY, logger_init_args, reopen_logger, resolve_last
 from contrastseg.runs import (
     BOOKKEEPING,
@@ -161,6 +164,31 @@ def _sync_batchnorm_off(config: Namespace) -> str | None:
     return f"trainer.sync_batchnorm turned off: {why}"
 
 
+def _quiet_loggers(trainer: Trainer) -> None:
+    """W&B: no notice about a setting this run never made; its folder exists before wandb looks for a git root."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            drop_wandb_anonymous(logger)
+            if logger.save_dir:
+                Path(logger.save_dir).mkdir(parents=True, exist_ok=True)
+
+
+def _line_progress_for_files(trainer: Trainer, config: Namespace) -> None:
+    """Lightning's progress bar, when the output is not a terminal (a SLURM log), becomes a line every
+    ``log_every_n_steps`` batches (:class:`~contrastseg.callbacks.LineProgress`); a bar the config names stays."""
+    from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
+
+    bar = trainer.progress_bar_callback
+    configured = [c for c in (config.get("trainer.callbacks") or []) if isinstance(c, Namespace)
+                  and str(c.get("class_path", "")).rsplit(".", 1)[-1].endswith(("ProgressBar", "Progress"))]
+    if bar is None or configured or type(bar) not in (RichProgressBar, TQDMProgressBar) or sys.stdout.isatty():
+        return
+    trainer.callbacks[trainer.callbacks.index(bar)] = LineProgress()
+    assert isinstance(trainer.progress_bar_callback, ProgressBar)
+
+
 class ContrastSegCLI(LightningCLI):
     """LightningCLI whose model receives ``num_classes``, ``ignore_index`` and ``class_names`` from the data, whose
     ``--ckpt_path last`` resumes the newest ``last.ckpt`` of a run with the same config (see
@@ -198,6 +226,8 @@ class ContrastSegCLI(LightningCLI):
             config["ckpt_path"] = resolve_last(self.trainer, init_args, required=evaluating, config=resolved,
                                                ignore=EVALUATION_BOOKKEEPING if evaluating else BOOKKEEPING,
                                                only=EVALUATION_KEYS if evaluating else None)
+        _quiet_loggers(self.trainer)
+        _line_progress_for_files(self.trainer, self.config[self.subcommand])
         reopened = logger is not None and self.trainer.loggers[0] is not logger  # resuming in the run's folder
         if (_numbered(logger) and not reopened and init_args is not None and init_args.get("version") is None
                 and launch_rank_zero()):
@@ -468,6 +498,7 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
     from Python; user-input errors exit with status 2 and a one-line message.
     """
     argv = list(sys.argv[1:] if args is None else args)
+    quiet_third_party()
     if argv[:1] == ["check-data"]:
         from contrastseg.data.check import main as check_main
 

@@ -37,7 +37,8 @@ BOOKKEEPING = (
 # validate / test / predict: the training run must match (seed, model, data), not how it is evaluated: every other
 # top-level key (the trainer, the subcommand's own arguments) and these do not count.
 EVALUATION_KEYS = ("seed_everything", "model", "data")
-EVALUATION_BOOKKEEPING = (*BOOKKEEPING, "model.evaluation", "data.init_args.batch_size")
+EVALUATION_BOOKKEEPING = (*BOOKKEEPING, "model.evaluation", "data.init_args.batch_size", "data.init_args.num_val",
+                          "data.init_args.num_test", "data.init_args.val_split", "data.init_args.test_split")
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -259,3 +259,19 @@ def test_command_help_is_short_and_lists_our_classes(command: str) -> None:
                  "contrastseg.losses.CrossEntropy", "contrastseg.data.FolderDataModule", "contrastseg.optim.PolyLR"):
         assert ours in text, ours
     assert "torch.nn.Conv2d" not in text and "``" not in text
+
+
+def test_a_run_prints_no_third_party_notices_and_a_line_per_steps_into_a_file(tmp_path: Path) -> None:
+    """Lightning's litlogger tip, its stepping-batches note, the _pytree deprecation and W&B's "anonymous"
+    warning were printed by every run; a progress bar written to a file (a SLURM log) was one line per epoch."""
+    result = _run(*QUICK, "--config", str(REPO / "experiments" / "_wandb.yaml"), "--trainer.max_epochs=1",
+                  "--data.init_args.num_train=8", "--data.init_args.num_val=2", "--data.init_args.batch_size=4",
+                  "--data.init_args.image_size=[64, 64]", "--data.init_args.num_workers=0",
+                  "--model.net.init_args.encoder.name=resnet18", "--trainer.log_every_n_steps=1",
+                  f"--trainer.logger.init_args.save_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    for noise in ("Tip:", "LeafSpec", "to estimate number of stepping batches", "anonymous", "git root"):
+        assert noise not in output, noise
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("epoch 1/1  batch")]
+    assert [ln.split()[3] for ln in lines] == ["1/2", "2/2"] and all("train/loss" in ln for ln in lines)

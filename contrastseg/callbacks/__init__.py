@@ -1,6 +1,7 @@
 """Callbacks for side jobs only (they cannot change the loss): fault-tolerant checkpoints, W&B media."""
 
 from contrastseg.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from contrastseg.callbacks.progress import LineProgress
 from contrastseg.callbacks.wandb import WandbMedia
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "WandbMedia"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "LineProgress", "WandbMedia"]

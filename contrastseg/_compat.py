@@ -1,0 +1,25 @@
+"""Uses of other libraries' private names, in one place, each with the versions it was checked against.
+
+When an upgrade moves one of these, the test of this module (``tests/test_compat.py``) fails and names it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["drop_wandb_anonymous"]
+
+
+def drop_wandb_anonymous(logger: Any) -> None:
+    """Remove the ``anonymous`` key Lightning's ``WandbLogger`` always passes to ``wandb.init``.
+
+    wandb (0.19 and later) warns "The anonymous setting has no effect and will be removed" whenever the key is
+    present, even as ``None``, so every W&B run printed it. Checked with lightning 2.6.6 (``WandbLogger._wandb_init``)
+    and wandb 0.31.0. Call before the logger's ``experiment`` is first used.
+
+    Args:
+        logger: a ``lightning.pytorch.loggers.WandbLogger`` (other loggers are left alone).
+    """
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)
