@@ -28,7 +28,10 @@ import torch.nn.functional as F
 
 from benchmarks._harness import cpu_time_and_memory, timed
 from contrastseg.losses import (
-    MultiScaleContrastiveLoss, infonce_triton, sample_anchor_indices_multiscale, supervised_infonce,
+    MultiScaleContrastiveLoss,
+    infonce_triton,
+    sample_anchor_indices_multiscale,
+    supervised_infonce,
 )
 
 STRIDES = (4, 8, 16, 32)

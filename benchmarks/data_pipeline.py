@@ -29,8 +29,14 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from contrastseg.data import (ADE20KDataset, CaDISDataset, CamVidDataset, CityscapesDataset, PaperTrainTransform,
-                              PascalContextDataset)
+from contrastseg.data import (
+    ADE20KDataset,
+    CaDISDataset,
+    CamVidDataset,
+    CityscapesDataset,
+    PaperTrainTransform,
+    PascalContextDataset,
+)
 from contrastseg.data.cadis import VIDEO_SPLITS
 
 

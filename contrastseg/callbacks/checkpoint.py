@@ -78,9 +78,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """
         weights_only = True if weights_only is None else weights_only
         try:
+            # Lightning's own loader, without its weights_only=False default for URLs (and the keyword, which
+            # lightning < 2.6 lacks).
+            if str(path).startswith(("http://", "https://")):
+                return torch.hub.load_state_dict_from_url(str(path), map_location=map_location,
+                                                          weights_only=weights_only)
             if mmap and "://" not in str(path):
                 return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=True)
-            return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+            with get_filesystem(path).open(path, "rb") as f:
+                return torch.load(f, map_location=map_location, weights_only=weights_only)
         except pickle.UnpicklingError as err:
             raise CheckpointError(f"refusing to load checkpoint {path}: it holds objects other than tensors and plain "
                                   f"types, and unpickling them could run code ({_first_line(err)})") from err

@@ -6,7 +6,11 @@ from contrastseg.data.cadis import CaDISDataset
 from contrastseg.data.camvid import CamVidDataset
 from contrastseg.data.cityscapes import CityscapesDataset
 from contrastseg.data.datamodules import (
-    ADE20KDataModule, CaDISDataModule, CamVidDataModule, CityscapesDataModule, DatasetDataModule,
+    ADE20KDataModule,
+    CaDISDataModule,
+    CamVidDataModule,
+    CityscapesDataModule,
+    DatasetDataModule,
     PascalContextDataModule,
 )
 from contrastseg.data.dataset import SegmentationDataset

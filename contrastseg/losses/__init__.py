@@ -13,11 +13,17 @@ from contrastseg.losses.cross_entropy import CrossEntropy
 from contrastseg.losses.infonce import l2_normalize, supervised_infonce
 from contrastseg.losses.lovasz import LovaszSoftmax
 from contrastseg.losses.multiscale import (
-    ContrastiveLossOutput, MultiScaleContrastiveLoss, PresampledAnchors, downsample_labels,
+    ContrastiveLossOutput,
+    MultiScaleContrastiveLoss,
+    PresampledAnchors,
+    downsample_labels,
 )
 from contrastseg.losses.ohem import OhemCrossEntropy, ohem_cross_entropy
 from contrastseg.losses.sampling import (
-    AnchorBudgetWarning, gather_pixels, sample_anchor_indices, sample_anchor_indices_multiscale,
+    AnchorBudgetWarning,
+    gather_pixels,
+    sample_anchor_indices,
+    sample_anchor_indices_multiscale,
     sample_balanced_anchors,
 )
 

@@ -79,7 +79,10 @@ def _on(device: torch.device) -> Any:
 
 def _compare_with_pytorch(device: torch.device) -> None:
     """Raise unless both backends agree on a per-scale and a cross-scale term (80 anchors, 256-d, 3 classes)."""
-    from contrastseg.losses.infonce import l2_normalize, supervised_infonce  # a cycle at import time otherwise
+    from contrastseg.losses.infonce import (  # a cycle at import time otherwise
+        l2_normalize,
+        supervised_infonce,
+    )
 
     g = torch.Generator(device=device).manual_seed(0)
     z = torch.randn(80, 256, device=device, generator=g)

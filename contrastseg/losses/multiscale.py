@@ -15,7 +15,10 @@ from contrastseg.losses.checks import check_input_labels, check_sampling_options
 from contrastseg.losses.distributed import gather_anchor_sets
 from contrastseg.losses.infonce import check_backend, l2_normalize, supervised_infonce
 from contrastseg.losses.sampling import (
-    PendingAnchors, draw_anchor_indices_multiscale, gather_pixels, sample_anchor_indices_multiscale,
+    PendingAnchors,
+    draw_anchor_indices_multiscale,
+    gather_pixels,
+    sample_anchor_indices_multiscale,
 )
 
 __all__ = ["ContrastiveLossOutput", "MultiScaleContrastiveLoss", "PresampledAnchors", "downsample_labels"]

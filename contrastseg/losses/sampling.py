@@ -26,7 +26,10 @@ import torch
 from torch import Tensor
 
 from contrastseg.losses.checks import (
-    AnchorBudgetWarning, check_integer_labels, check_sampling_options, warn_anchor_budget,
+    AnchorBudgetWarning,
+    check_integer_labels,
+    check_sampling_options,
+    warn_anchor_budget,
 )
 from contrastseg.losses.gather import gather_pixels
 

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from contrastseg.data import (
-    ADE20KDataset, CaDISDataModule, CaDISDataset, CamVidDataset, CityscapesDataModule, CityscapesDataset,
+    ADE20KDataset,
+    CaDISDataModule,
+    CaDISDataset,
+    CamVidDataset,
+    CityscapesDataModule,
+    CityscapesDataset,
     PascalContextDataset,
 )
 from contrastseg.data.check import check_dataset

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 import pytest
+import torch
 
 from contrastseg.cli import main
 from contrastseg.data import FolderDataModule, FolderDataset

@@ -3,7 +3,12 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from contrastseg.data.resumable import (
-    ResumableSampler, SeededItems, describe_item, files_being_read, item_seed, reading_table,
+    ResumableSampler,
+    SeededItems,
+    describe_item,
+    files_being_read,
+    item_seed,
+    reading_table,
 )
 
 

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from contrastseg.data import CamVidDataModule, PaperTrainTransform, RepeatFactorSampler, class_presence, repeat_factors
+from contrastseg.data import (
+    CamVidDataModule,
+    PaperTrainTransform,
+    RepeatFactorSampler,
+    class_presence,
+    repeat_factors,
+)
 
 
 def test_paper_transform_crop_pad_and_shapes() -> None:

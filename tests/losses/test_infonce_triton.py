@@ -151,7 +151,7 @@ def test_kernels_compile_for_ampere_and_hopper_within_shared_memory(arch: int) -
     for d in (256, 128, 64):
         for name, (kernel, meta) in kernels.items():
             configs = infonce_triton._configs(d, name)
-            for i, cfg in enumerate(configs):
+            for i, cfg in enumerate(configs):  # noqa: B007 - i is read after the loop
                 consts = {"EXCLUDE_SELF": True, "PRECISION": infonce_triton.PRECISION, **meta,
                           **{k: v for k, v in cfg.items() if k.startswith("BLOCK")}}
                 compiled = _compile(kernel, consts, {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]},

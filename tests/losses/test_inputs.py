@@ -8,10 +8,13 @@ import torch
 
 from contrastseg.errors import ConfigError
 from contrastseg.losses import (
-    MultiScaleContrast, MultiScaleContrastiveLoss, sample_anchor_indices, sample_balanced_anchors,
+    MultiScaleContrast,
+    MultiScaleContrastiveLoss,
+    checks,
+    sample_anchor_indices,
+    sample_balanced_anchors,
     supervised_infonce,
 )
-from contrastseg.losses import checks
 from contrastseg.losses.base import LossContext
 from contrastseg.losses.sampling import sample_anchor_indices_multiscale
 

@@ -10,7 +10,12 @@ import yaml
 from contrastseg.errors import ConfigError
 from contrastseg.losses import LossContext, MultiScaleContrast, Projector
 from contrastseg.models import (
-    DeepLabV3Head, Encoder, HRNetV2Head, OCRHead, SegmentationModel, UPerNetHead,
+    DeepLabV3Head,
+    Encoder,
+    HRNetV2Head,
+    OCRHead,
+    SegmentationModel,
+    UPerNetHead,
 )
 
 H, W = 72, 104  # non-square, not a multiple of 32
