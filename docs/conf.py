@@ -68,8 +68,15 @@ def _skip_namedtuple_fields(app, what, name, obj, skip, options):
     return None
 
 
+def _drop_builtin_docstrings(app, what, name, obj, options, lines):
+    """A module constant (a tuple, a dict) has no docstring of its own: autodoc would show its type's."""
+    if what == "data" and type(obj).__module__ == "builtins":
+        lines.clear()
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+    app.connect("autodoc-process-docstring", _drop_builtin_docstrings)
 
 # Every cross-reference inside contrastseg must resolve. Without network access at build time there is no
 # intersphinx, so names from other packages (torch, numpy, Lightning, the standard library) stay plain text.
