@@ -50,7 +50,6 @@ nb_merge_streams = True
 autodoc_default_options = {"members": True, "member-order": "bysource", "show-inheritance": True}
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-autodoc_class_signature = "separated"
 autodoc_preserve_defaults = True
 # Lightning's hooks that a class overrides keep Lightning's docstrings there (with Lightning's own roles); the
 # reference shows what contrastseg documents.
@@ -83,7 +82,9 @@ def setup(app):
 nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|numpy|collections|pathlib|lightning|rich|typing|matplotlib|PIL|jsonargparse)(\..*)?"),
-    (r"py:.*", r"(Tensor|Module|Figure|Axes)"),
+    (r"py:.*", r"(nn|np|F)\..*"),  # annotations written with the usual import aliases
+    (r"py:.*", r"(Tensor|Module|Figure|Axes|Path|Optimizer|OptimizerCallable|LRSchedulerCallable)"),
+    (r"py:class", r"Transform"),  # contrastseg.data.transforms.Transform: any callable(image=, mask=) -> dict
     (r"py:class", r"(contrastseg\.losses\.sampling\.)?PendingAnchors"),  # internal: made and read by the loss
 ]
 
