@@ -1,9 +1,11 @@
 """CamVid: cross-entropy alone against CE + multi-scale + cross-scale contrast, several seeds, from scratch.
 
-    python -m benchmarks.camvid_comparison --root ../shared/data/camvid --seeds 0 1 2     # GPU: the configs as is
-    python -m benchmarks.camvid_comparison --seeds 0 1 2 --parallel 6 --deadline-min 6   # a time-boxed GPU lease
-    python -m benchmarks.camvid_comparison --root ../shared/data/camvid --seeds 0 1 --cpu-reduced   # 2-core CPU
-    python -m benchmarks.camvid_comparison --from-runs runs/camvid_comparison           # table from finished runs
+    python -m benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 2      # GPU: the configs as they are
+    python -m benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 2 --parallel 6 --deadline-min 6  # time-boxed
+    python -m benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 --cpu-reduced   # a small CPU
+    python -m benchmarks.camvid_comparison --from-runs runs/camvid_comparison    # table from finished runs
+
+``--root`` is CamVid in SegNet's layout (``train/``, ``trainannot/``, ``val/``, ``valannot/``).
 
 Each run is ``contrastseg fit`` on ``experiments/camvid_{ce,contrastive}.yaml`` (identical but for the loss) with
 ``seed_everything`` and the data seed set to the seed, in its own process. Runs are scored on CamVid val (101

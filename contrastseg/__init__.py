@@ -7,6 +7,7 @@ Segmentation", ECCV 2022, as a PyTorch Lightning library.
 from contrastseg.errors import ConfigError, ContrastSegError, DataError, NonFiniteLossError
 from contrastseg.module import ContrastSegModule
 
+#: The version of this release of contrastseg.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -165,8 +165,9 @@ class ContrastSegModule(LightningModule):
     def training_loss(self, image: Tensor, mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Forward pass and :meth:`compute_loss` of a training batch.
 
-        The terms' label-only work (:meth:`LossTerm.prepare`, e.g. drawing the contrastive anchors) runs before
-        the forward pass, where its host synchronisation does not stall the device.
+        The terms' label-only work (:meth:`LossTerm.prepare <contrastseg.losses.LossTerm.prepare>`, e.g.
+        drawing the contrastive anchors) runs before the forward pass, where its host synchronisation does not
+        stall the device.
 
         Args:
             image: ``(B, 3, H, W)`` images.

@@ -1,11 +1,12 @@
-"""Regenerate the README's figures by executing the notebooks with larger settings.
+"""Regenerate the documentation's figures (``docs/figures/``) by executing the notebooks with larger settings.
 
-    python docs/make_figures.py                       # all figures (about 10 minutes on 2 CPU cores)
-    python docs/make_figures.py 02_anchor_sampling    # one notebook
+    CONTRASTSEG_CAMVID=/data/camvid python docs/make_figures.py                       # all figures (about 10 min, 2 CPU cores)
+    CONTRASTSEG_CAMVID=/data/camvid python docs/make_figures.py 02_anchor_sampling    # one notebook
 
 Each notebook's ``parameters`` cell is kept and the overrides below are appended to it, so the figures come from
-exactly the code users run; ``FIGURE_DIR`` points at ``docs/``. Needs the ``notebooks`` extra and, for the anchor
-figure, CamVid at ``../shared/data/camvid`` (relative to the repository).
+exactly the code users run; ``FIGURE_DIR`` points at ``docs/figures/``. The text the notebooks print (the tables
+behind the figures) is printed too. Needs the ``notebooks`` extra and, for the anchor figure, CamVid in SegNet's
+layout (``train/``, ``trainannot/``, ``val/``, ``valannot/``) at ``CONTRASTSEG_CAMVID``.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from contrastseg.data.camvid import CamVidDataset
 from contrastseg.data.synthetic import SYNTHETIC_PALETTE
 
 DOCS = Path(__file__).resolve().parent
+FIGURES = DOCS / "figures"
 NOTEBOOKS = DOCS.parent / "notebooks"
 
 OVERRIDES = {
-    "02_anchor_sampling": {"DATA": "camvid", "CAMVID_ROOT": os.environ.get("CONTRASTSEG_CAMVID", "data/camvid"),
-                           "BATCH_SIZE": 4, "SHOW_IMAGE": 1},
+    "02_anchor_sampling": {"DATA": "camvid", "BATCH_SIZE": 4, "SHOW_IMAGE": 1},
     "03_feature_space": {"EPOCHS": 15, "NUM_TRAIN": 512, "NUM_VAL": 64, "IMAGE_SIZE": 128, "PER_CLASS": 200,
                          "NUM_BATCHES": 4},
 }
@@ -36,15 +37,24 @@ OVERRIDES = {
 def render(name: str, overrides: dict) -> None:
     book = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     cell = next(c for c in book.cells if "parameters" in c.metadata.get("tags", []))
-    settings = {**overrides, "FIGURE_DIR": str(DOCS)}
+    settings = {**overrides, "FIGURE_DIR": str(FIGURES)}
+    if overrides.get("DATA") == "camvid":
+        if "CONTRASTSEG_CAMVID" not in os.environ:
+            raise SystemExit(f"{name}: set CONTRASTSEG_CAMVID to CamVid in SegNet's layout (train/, trainannot/, ...)")
+        settings["CAMVID_ROOT"] = str(Path(os.environ["CONTRASTSEG_CAMVID"]).resolve())
     cell.source += "\n# make_figures.py overrides\n" + "\n".join(f"{k} = {v!r}" for k, v in settings.items())
     nbclient.NotebookClient(book, timeout=3600, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
-    for png in DOCS.glob("*.png"):  # a 256-colour palette keeps the committed PNGs small
+    for cell in book.cells:  # the numbers behind the figures
+        for output in cell.get("outputs", []):
+            text = output.get("text") or output.get("data", {}).get("text/plain")
+            if text and output.get("name") != "stderr":
+                print(text if isinstance(text, str) else "".join(text))
+    for png in FIGURES.glob("*.png"):  # a 256-colour palette keeps the committed PNGs small
         image = Image.open(png)
         if image.mode != "P":
             quantize(image).save(png, optimize=True)
-    print(f"{name}: figures written to {DOCS}")
+    print(f"{name}: figures written to {FIGURES}")
 
 
 def quantize(image: Image.Image) -> Image.Image:

@@ -17,7 +17,8 @@ __all__ = ["WandbMedia"]
 
 class WandbMedia(Callback):
     """Log ``val/per_class_iou`` (a table) and ``val/predictions`` (overlays of the first ``num_images``
-    validation images, prediction and ground truth as toggleable masks) to every :class:`WandbLogger`.
+    validation images, prediction and ground truth as toggleable masks) to every
+    :class:`~lightning.pytorch.loggers.WandbLogger`.
 
     Args:
         num_images: validation images shown each time (the same ones every epoch).

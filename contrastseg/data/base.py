@@ -20,7 +20,8 @@ __all__ = ["EvalDistributedSampler", "SegmentationDataModule", "check_mask_value
 
 
 def check_mask_values(mask: np.ndarray, num_classes: int, ignore_index: int, source: str) -> None:
-    """Raise :class:`DataError` naming the value and ``source`` if ``mask`` holds a label outside the classes."""
+    """Raise :class:`~contrastseg.errors.DataError` naming the value and ``source`` if ``mask`` holds a label
+    outside the classes."""
     bad = (mask >= num_classes) & (mask != ignore_index)
     if bad.any():
         values = sorted(set(np.unique(mask[bad]).tolist()))
@@ -67,7 +68,7 @@ class SegmentationDataModule(LightningDataModule):
         pin_memory: pin host memory for faster host-to-GPU copies.
         persistent_workers: keep workers alive between epochs (only with ``num_workers > 0``).
         seed: seed of the training order and of the per-item augmentation (see
-            :mod:`contrastseg.data.resumable`); ``None``: the run's ``seed_everything`` (so seeds of a sweep
+            ``contrastseg.data.resumable``); ``None``: the run's ``seed_everything`` (so seeds of a sweep
             differ in data order too), or 0 without one.
     """
 

@@ -37,7 +37,7 @@ def default_palette(num_classes: int) -> tuple[tuple[int, int, int], ...]:
 
 
 def require_dir(path: Path, layout: str) -> Path:
-    """``path`` if it is a folder, else :class:`DataError` naming it and the expected layout."""
+    """``path`` if it is a folder, else a :class:`~contrastseg.errors.DataError` naming it and the layout."""
     if not path.is_dir():
         raise DataError(f"missing folder {path}; expected layout: {layout}")
     return path
@@ -53,11 +53,11 @@ class SegmentationDataset(Dataset):
     :meth:`find_pairs` (pairing files with :meth:`match_labels`) and (when raw labels differ from train ids)
     :meth:`label_lut`.
 
-    An image without its label, or a label file without its image, is a :class:`DataError` naming the files
-    (the first few, and how many in all). With ``strict_pairs = False`` (what ``contrastseg check-data`` uses) they
-    are listed in ``unmatched`` instead and the dataset holds the matched pairs. Hidden files are skipped, label
-    names are matched regardless of letter case, and an ambiguous pairing is an error naming the files (see
-    :meth:`match_labels`).
+    An image without its label, or a label file without its image, is a :class:`~contrastseg.errors.DataError`
+    naming the files (the first few, and how many in all). With ``strict_pairs = False`` (what
+    ``contrastseg check-data`` uses) they are listed in ``unmatched`` instead and the dataset holds the matched
+    pairs. Hidden files are skipped, label names are matched regardless of letter case, and an ambiguous pairing
+    is an error naming the files (see :meth:`match_labels`).
     """
 
     num_classes: ClassVar[int]
@@ -90,7 +90,8 @@ class SegmentationDataset(Dataset):
         self.lut = self.label_lut()
 
     def find_pairs(self, root: Path, split: str) -> list[tuple[Path, Path]]:  # pragma: no cover - abstract
-        """``(image, label)`` paths of ``split``; raise :class:`DataError` naming the first missing path."""
+        """``(image, label)`` paths of ``split``; raise :class:`~contrastseg.errors.DataError` naming the first
+        missing path."""
         raise NotImplementedError
 
     def label_lut(self) -> np.ndarray | None:

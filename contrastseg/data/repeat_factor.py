@@ -19,7 +19,7 @@ def class_presence(dataset: Dataset, num_classes: int, *, cache_dir: str | Path 
                    load_mask: Callable[[int], np.ndarray] | None = None) -> np.ndarray:
     """``(N, C)`` bool: which classes each item contains; computed once and cached as ``.npy``.
 
-    See :func:`~contrastseg.data.statistics.cached_per_image` for the cache (keyed by the label files and mapping).
+    See ``contrastseg.data.statistics.cached_per_image`` for the cache (keyed by the label files and mapping).
     """
     def present(mask: np.ndarray) -> np.ndarray:
         row = np.zeros(num_classes, dtype=bool)

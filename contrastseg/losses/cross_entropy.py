@@ -25,7 +25,7 @@ class CrossEntropy(LossTerm):
         class_weights: one weight per class, ``"median_frequency"`` (SegNet's median frequency balancing,
             ``w_c = median_k f_k / f_c`` with ``f_c`` the pixel share of class ``c`` in the training images that
             contain it; computed from the training split once and cached, see
-            :func:`~contrastseg.data.statistics.class_pixel_counts`), or ``None`` (uniform).
+            ``contrastseg.data.statistics.class_pixel_counts``), or ``None`` (uniform).
         aux_weight: weight of the auxiliary-head loss (0.4 as the authors trained OCRNet and UPerNet); used
             only when the model returns ``aux_logits``.
         name: log name.

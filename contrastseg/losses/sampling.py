@@ -12,7 +12,7 @@ equal keys are the pairs (their sizes and first positions come from tables with 
 need no table of their own), and the ``V`` first pixels of every present pair are read at computed offsets. One
 host synchronisation reads ``(T, V)``, which the output size needs; the multi-scale loss samples all its scales in
 one call, so one sync and one pair of sorts serve every scale, and in training it queues the draw before the model's
-forward pass and reads ``(T, V)`` after it (:func:`draw_anchor_indices_multiscale`), so that the sync does not drain
+forward pass and reads ``(T, V)`` after it (``draw_anchor_indices_multiscale``), so that the sync does not drain
 the device's queue. When ``max_anchors`` is below ``T`` (``V = 0``: no anchors, a zero loss) an
 :class:`AnchorBudgetWarning` says so, once per process.
 """
@@ -86,7 +86,7 @@ def sample_anchor_indices_multiscale(labels: Sequence[Tensor], **options: Any) -
     Args:
         labels: one ``(B, h_s, w_s)`` integer label map per scale (same ``B``).
         **options: ``ignore_index``, ``min_views_per_class``, ``max_views_per_class``, ``max_anchors``,
-            ``generator``, ``scale_names``, as in :func:`draw_anchor_indices_multiscale`.
+            ``generator``, ``scale_names``, as in ``draw_anchor_indices_multiscale``.
 
     Returns:
         Per scale, ``index`` into that scale's ``labels[s].flatten()`` and ``anchor_labels``.
@@ -97,7 +97,7 @@ def sample_anchor_indices_multiscale(labels: Sequence[Tensor], **options: Any) -
 class PendingAnchors:
     """A balanced draw whose device work is queued and whose size is on its way to the host.
 
-    Made by :func:`draw_anchor_indices_multiscale`; :meth:`resolve` finishes it.
+    Made by ``draw_anchor_indices_multiscale``; :meth:`resolve` finishes it.
     """
 
     def __init__(self, *, host: Tensor, ready: torch.cuda.Event | None, batch: int, shift: int, local: Tensor,

@@ -283,7 +283,7 @@ class Encoder(nn.Module):
             model (its classifier is ignored) or of the backbone, possibly inside a ``state_dict`` / ``model`` entry
             and under a ``module.`` / ``model.`` / ``backbone.`` prefix; ``.safetensors`` or a PyTorch file read
             with ``weights_only=True``. timm's own filters adapt it (Swin's original checkpoints), and every
-            backbone weight must be there with its shape (see :func:`_load_checkpoint`).
+            backbone weight must be there with its shape (see ``_load_checkpoint``).
         output_stride: 8, 16 or 32; dilates the last stages of ResNets (8 for DeepLabv3 / the paper's setups).
         in_chans: number of input channels.
         drop_path_rate: stochastic depth for transformer backbones (``None`` keeps timm's default).

@@ -100,14 +100,15 @@ class SegmentationModel(SegmentationNet):
 
     @property
     def feature_channels(self) -> tuple[int, ...]:
-        """Channels of each map in :attr:`SegOutput.features`."""
+        """Channels of each map in the ``features`` of :class:`SegOutput`."""
         if self.contrast_features == "decoder":
             return tuple(self.decoder.feature_channels)
         return tuple(self.encoder.channels)
 
     @property
     def feature_strides(self) -> tuple[int, ...]:
-        """Stride of each map in :attr:`SegOutput.features` relative to the input (FPN maps keep the encoder's)."""
+        """Stride of each map in the ``features`` of :class:`SegOutput` relative to the input (FPN maps keep the
+        encoder's)."""
         return tuple(self.encoder.strides)
 
     def forward(self, image: Tensor) -> SegOutput:

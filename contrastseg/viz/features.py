@@ -38,7 +38,7 @@ class FeatureSet:
 
 def load_module(checkpoint: str | Path | ContrastSegModule, *, device: str | torch.device = "cpu",
                 **overrides: Any) -> ContrastSegModule:
-    """A :class:`ContrastSegModule` in eval mode from a checkpoint path (or the module itself).
+    """A :class:`~contrastseg.ContrastSegModule` in eval mode from a checkpoint path (or the module itself).
 
     Args:
         checkpoint: a ``.ckpt`` written by training (``contrastseg fit`` checkpoints hold everything needed).
@@ -85,7 +85,7 @@ def extract_features(
     """Run ``model`` on a few batches and return, per scale, up to ``per_class`` random pixels of every class.
 
     Args:
-        model: a checkpoint path or a :class:`ContrastSegModule`.
+        model: a checkpoint path or a :class:`~contrastseg.ContrastSegModule`.
         data: a data module (its ``<split>_dataloader`` is used) or an iterable of ``{"image", "mask"}`` batches.
         split: ``"train"``, ``"val"`` or ``"test"`` (data modules only; the train loader is shuffled and augmented).
         num_batches: batches to read.
