@@ -6,14 +6,14 @@
 #   4. benchmarks.camvid_comparison: 3 seeds x 2 arms trained at once, stopped at the time left and scored at the
 #      last epoch every run validated.
 #   (and benchmarks.infonce_kernels: the fused Triton terms against the PyTorch ones, per term)
-# Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CAMVID_ROOT, BUDGET_S=total seconds, *_ARGS to shrink,
+# Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CONTRASTSEG_CAMVID, BUDGET_S=total seconds, *_ARGS to shrink,
 #        PARTS: a subset of "loss losssplit kernels step stepamp tests camvid", default all)
 set -u -o pipefail
 out=${1:?usage: gpu_all.sh OUTDIR}
 mkdir -p "$out"
 t0=$SECONDS
 budget=${BUDGET_S:-540}
-root=${CAMVID_ROOT:-${CONTRASTSEG_CAMVID:-data/camvid}}
+root=${CONTRASTSEG_CAMVID:-data/camvid}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 WANDB_MODE=offline
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc
