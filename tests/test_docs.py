@@ -108,3 +108,31 @@ def test_readme_training_loop_example_runs_and_trains_the_projectors() -> None:
     out = namespace["out"]
     assert torch.isfinite(namespace["loss"]) and all(term > 0 for term in [*out.per_scale, *out.cross_scale])
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in namespace["projectors"].parameters())
+
+
+def _blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
+
+
+def test_every_python_example_in_the_docs_compiles() -> None:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    pages = [page for page in pages if "_build" not in page.parts]
+    compiled = 0
+    for page in pages:
+        for code in _blocks(page.read_text(), "python"):
+            compile(code, str(page.relative_to(REPO)), "exec")  # a SyntaxError names the page
+            compiled += 1
+    assert compiled >= 4
+
+
+def test_the_own_data_config_checks_camvid_as_written(camvid_root: Path, tmp_path: Path) -> None:
+    """docs/your_data.md's config, pointed at CamVid, passes check-data (its label_map and class list are right)."""
+    from contrastseg.cli import main
+
+    config = _blocks((REPO / "docs" / "your_data.md").read_text(), "yaml")[0]
+    config = config.replace("extends: experiments/_defaults.yaml", f"extends: {REPO / 'experiments' / '_defaults.yaml'}")
+    config = config.replace("root: /data/camvid", f"root: {camvid_root}")
+    (tmp_path / "my_data.yaml").write_text(config)
+    with pytest.raises(SystemExit) as done:
+        main(["check-data", "--config", str(tmp_path / "my_data.yaml")])
+    assert done.value.code in (0, None)
