@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["drop_wandb_anonymous"]
+__all__ = ["drop_wandb_anonymous", "logged_step", "logs_this_step"]
 
 
 def drop_wandb_anonymous(logger: Any) -> None:
@@ -23,3 +23,22 @@ def drop_wandb_anonymous(logger: Any) -> None:
     init = getattr(logger, "_wandb_init", None)
     if isinstance(init, dict) and init.get("anonymous") is None:
         init.pop("anonymous", None)
+
+
+def logs_this_step(trainer: Any) -> bool:
+    """Whether the trainer writes the values logged in this training batch (``log_every_n_steps``).
+
+    Lightning's ``_LoggerConnector.should_update_logs``, valid from ``on_train_batch_start`` to
+    ``on_train_batch_end``; a value logged with ``on_step=True`` in another batch is dropped. Checked with lightning
+    2.5.3 and 2.6.6.
+    """
+    return bool(trainer._logger_connector.should_update_logs)
+
+
+def logged_step(trainer: Any) -> int:
+    """The step under which Lightning logs the values of the current training batch (in ``on_train_batch_end``).
+
+    Lightning's ``fit_loop.epoch_loop._batches_that_stepped``, which it passes to ``Logger.log_metrics`` for training
+    steps. Checked with lightning 2.5.3 and 2.6.6.
+    """
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)

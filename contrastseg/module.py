@@ -76,6 +76,9 @@ class ContrastSegModule(LightningModule):
             naming the step, the terms and the batch's files (``LastCheckpoint`` then saves the intact weights);
             ``"skip"`` skips the batch on every process with a warning (counted in ``train/skipped_batches``);
             ``"ignore"`` does not check (saves one host synchronisation per step).
+        contrast_health: when a term is a :class:`~contrastseg.losses.MultiScaleContrast` and the trainer has no
+            :class:`~contrastseg.callbacks.ContrastHealthMonitor`, add one with its defaults (``False``: none).
+            Configure it by listing the callback in ``trainer.callbacks`` instead.
 
     Example:
         >>> from contrastseg.models import Encoder, SegmentationModel
@@ -98,6 +101,7 @@ class ContrastSegModule(LightningModule):
         evaluation: EvalConfig | None = None,
         palette: Sequence[Sequence[int]] | None = None,
         nonfinite: str = "raise",
+        contrast_health: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=_hparams_ignore(net=net, losses=losses, optimizer=optimizer,
@@ -141,6 +145,9 @@ class ContrastSegModule(LightningModule):
         # logged value divides by an integer mean of the per-process counts, which is wrong when processes score
         # different numbers of images (an evaluation split is not padded to a multiple of the world size).
         self.eval_losses = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+        self.contrast_health = contrast_health
+        # Set by ContrastHealthMonitor for the steps whose gradients it measures.
+        self.record_terms, self.recorded_terms = False, {}
 
     # ------------------------------------------------------------------ forward and loss
 
@@ -157,6 +164,8 @@ class ContrastSegModule(LightningModule):
                 continue
             result = term(output, mask)
             result = result if isinstance(result, TermOutput) else TermOutput(loss=result)
+            if self.record_terms:  # for ContrastHealthMonitor's gradient measurement: graph attached
+                self.recorded_terms[term.name] = term.weight * result.loss
             total = total + term.weight * result.loss
             logs[term.name] = result.loss.detach()
             logs.update({k: v.detach() for k, v in result.logs.items()})
@@ -347,6 +356,18 @@ class ContrastSegModule(LightningModule):
                 f"label value {value}{where} is outside 0..{self.num_classes - 1} (ignore {self.ignore_index}): "
                 f"num_classes={self.num_classes} disagrees with the labels"
             )
+
+    def configure_callbacks(self) -> list[Any]:
+        """A :class:`~contrastseg.callbacks.ContrastHealthMonitor` for runs with a contrastive term (see
+        ``contrast_health``), unless the trainer has one already."""
+        from contrastseg.callbacks.health import ContrastHealthMonitor
+        from contrastseg.losses.contrastive import MultiScaleContrast
+
+        if not self.contrast_health or not any(isinstance(t, MultiScaleContrast) for t in self.losses):
+            return []
+        if any(isinstance(c, ContrastHealthMonitor) for c in self.trainer.callbacks):
+            return []  # the user's, with their options (a callback returned here would replace it)
+        return [ContrastHealthMonitor()]
 
     # ------------------------------------------------------------------ exact resumption
 

@@ -1,7 +1,9 @@
-"""Callbacks for side jobs only (they cannot change the loss): fault-tolerant checkpoints, W&B media."""
+"""Callbacks for side jobs only (they cannot change the loss): fault-tolerant checkpoints, the contrastive health
+monitor, progress lines, W&B media."""
 
 from contrastseg.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from contrastseg.callbacks.health import ContrastHealthMonitor
 from contrastseg.callbacks.progress import LineProgress
 from contrastseg.callbacks.wandb import WandbMedia
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "LineProgress", "WandbMedia"]
+__all__ = ["AtomicCheckpointIO", "ContrastHealthMonitor", "LastCheckpoint", "LineProgress", "WandbMedia"]

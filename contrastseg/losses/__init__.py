@@ -4,12 +4,13 @@ Functional core: :func:`sample_balanced_anchors` (Sec. 3.3; :func:`sample_anchor
 scales in one call), :func:`supervised_infonce` (Eq. 1-2), :class:`MultiScaleContrastiveLoss` (Eq. 3-4). Terms
 for :class:`~contrastseg.ContrastSegModule`: :class:`CrossEntropy` (optionally median-frequency weighted),
 :class:`OhemCrossEntropy`, :class:`LovaszSoftmax`, :class:`MultiScaleContrast` (owns the projectors; Eq. 5's
-lambdas).
+lambdas). :func:`alignment_uniformity` measures how an embedding spreads (the health monitor logs it).
 """
 
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
 from contrastseg.losses.contrastive import MultiScaleContrast, Projector
 from contrastseg.losses.cross_entropy import CrossEntropy
+from contrastseg.losses.health import alignment_uniformity
 from contrastseg.losses.infonce import l2_normalize, supervised_infonce
 from contrastseg.losses.lovasz import LovaszSoftmax
 from contrastseg.losses.multiscale import (
@@ -30,6 +31,6 @@ from contrastseg.losses.sampling import (
 __all__ = [
     "AnchorBudgetWarning", "ContrastiveLossOutput", "CrossEntropy", "LossContext", "LossTerm", "LovaszSoftmax",
     "MultiScaleContrast", "MultiScaleContrastiveLoss", "OhemCrossEntropy", "PresampledAnchors", "Projector",
-    "TermOutput", "downsample_labels", "gather_pixels", "l2_normalize", "ohem_cross_entropy", "sample_anchor_indices",
+    "TermOutput", "alignment_uniformity", "downsample_labels", "gather_pixels", "l2_normalize", "ohem_cross_entropy", "sample_anchor_indices",
     "sample_anchor_indices_multiscale", "sample_balanced_anchors", "supervised_infonce",
 ]

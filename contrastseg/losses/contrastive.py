@@ -109,6 +109,10 @@ class MultiScaleContrast(LossTerm):
         self.projectors = nn.ModuleList()
         self.loss: MultiScaleContrastiveLoss | None = None
         self._presampled: PresampledAnchors | None = None
+        # Set by ContrastHealthMonitor for a step whose gradients it measures: the next forward keeps each sub-term
+        # as it enters the objective (weight, lambda, w_s or w_p and the warm-up applied), graph attached.
+        self.record_pieces = False
+        self.pieces: dict[str, Tensor] = {}
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
@@ -167,6 +171,12 @@ class MultiScaleContrast(LossTerm):
         logs |= {"ms": ms.detach(), "cs": cs.detach()}
         if self.warmup_steps:
             logs["contrast_warmup"] = factor.detach()
+        if self.record_pieces:
+            scale = self.weight * factor
+            self.pieces = {f"ms_{t}": scale * self.lambda_ms * w * l
+                           for t, w, l in zip(self.scale_tags, self.loss.scale_weights, out.per_scale) if w != 0}
+            self.pieces |= {f"cs_{t}": scale * self.lambda_cs * w * l
+                            for t, w, l in zip(self.pair_tags, self.loss.cross_scale_weights, out.cross_scale)}
         return TermOutput(loss=factor * (self.lambda_ms * ms + self.lambda_cs * cs), logs=logs)
 
     def _warmup_factor(self) -> Tensor:

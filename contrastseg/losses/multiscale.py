@@ -153,6 +153,10 @@ class MultiScaleContrastiveLoss(nn.Module):
         self.sampling = {"ignore_index": ignore_index, "min_views_per_class": min_views_per_class,
                          "max_views_per_class": max_views_per_class, "max_anchors": max_anchors}
         self.gather_distributed = gather_distributed
+        # Set by ContrastHealthMonitor: the last forward's labels per scale, anchors and terms stay readable in
+        # ``kept`` until the monitor takes them (references only: nothing is copied or computed for it here).
+        self.keep_anchors = False
+        self.kept: dict | None = None
 
     @property
     def used_scales(self) -> list[int]:
@@ -221,9 +225,10 @@ class MultiScaleContrastiveLoss(nn.Module):
         labels_at = {s: downsample_labels(labels, embeddings[s].shape[-2:], None if strides is None else strides[s])
                      for s in scales}
         anchors: dict[int, tuple[Tensor, Tensor]] = {}
+        indices: dict[int, Tensor] = {}  # flat pixel indices of the anchors (not under gather_distributed)
         if self.sampling_mode == "all":
             for s in scales:
-                index = self._all_labelled(labels_at[s], s)
+                index = indices[s] = self._all_labelled(labels_at[s], s)
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), labels_at[s].reshape(-1)[index])
         elif self.gather_distributed:
             for s in scales:
@@ -235,6 +240,7 @@ class MultiScaleContrastiveLoss(nn.Module):
                                                       scale_names=[_scale_name(s, strides) for s in scales],
                                                       **self.sampling))
             for s, (index, anchor_labels) in zip(scales, drawn):
+                indices[s] = index
                 anchors[s] = (gather_pixels(embeddings[s], index, distinct=True), anchor_labels)
         # An exact 0 that keeps the scales no term uses in the graph (zero gradients, so DDP sees every parameter
         # used); summing an empty slice cannot pick up NaN/inf from pixels the loss never reads. Used scales are
@@ -258,6 +264,9 @@ class MultiScaleContrastiveLoss(nn.Module):
         ]
         total = zero + sum(w * l for w, l in zip(self.scale_weights, per_scale))
         total = total + sum(w * l for w, l in zip(self.cross_scale_weights, cross_scale))
+        if self.keep_anchors:
+            self.kept = {"labels": labels_at, "anchors": anchors, "indices": indices, "per_scale": per_scale,
+                         "cross_scale": cross_scale}
         return ContrastiveLossOutput(total=total, per_scale=per_scale, cross_scale=cross_scale)
 
     def _check_inputs(self, embeddings: Sequence[Tensor], labels: Tensor) -> Tensor:

@@ -13,7 +13,8 @@ from contrastseg.data.synthetic import SYNTHETIC_CLASSES
 REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--config", str(REPO / "experiments/quickstart_contrastive.yaml"), "--config",
         str(REPO / "experiments/_wandb.yaml"), "--trainer.max_epochs=1", "--trainer.limit_train_batches=2",
-        "--trainer.limit_val_batches=1", "--data.init_args.num_workers=0", "--contrast.lambda_ms=0.3"]
+        "--trainer.limit_val_batches=1", "--data.init_args.num_workers=0", "--contrast.lambda_ms=0.3",
+        "--trainer.log_every_n_steps=1"]
 
 
 def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -37,6 +38,9 @@ def test_offline_run_logs_config_metrics_and_media(tmp_path: Path, monkeypatch, 
         assert logged[key] == resolved[key], key
     assert logged["model"]["losses"][1]["init_args"]["lambda_ms"] == 0.3
     assert list(run_dir.glob("*.wandb")), "the offline run file is written"
+    history = next(run_dir.glob("*.wandb")).read_bytes()  # the offline run's records, keys stored as plain text
+    for key in ("train/contrast_health/s4/anchors", "train/contrast_health/grad_cos"):
+        assert key.encode() in history, f"{key} logged to W&B"
     media = list((run_dir / "files" / "media").rglob("*.png"))
     assert len(media) >= 4, "prediction overlays of the fixed validation images"
     tables = list((run_dir / "files" / "media").rglob("*.table.json"))
