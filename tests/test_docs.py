@@ -50,7 +50,7 @@ def test_docs_build_strict(tmp_path: Path) -> None:
 
     # Every public name of every package is documented on its API page.
     undocumented = []
-    for module_name, page in API.items():
+    for module_name in API:
         module = importlib.import_module(module_name)
         names = getattr(module, "__all__", None) or [
             n for n, v in vars(module).items()

@@ -13,7 +13,12 @@ from torch import Tensor
 
 from contrastseg._compat import logged_step, logs_this_step
 from contrastseg.losses.contrastive import MultiScaleContrast
-from contrastseg.losses.health import alignment_uniformity, anchor_statistics, classes_with_positives, shared_classes
+from contrastseg.losses.health import (
+    alignment_uniformity,
+    anchor_statistics,
+    classes_with_positives,
+    shared_classes,
+)
 
 __all__ = ["ContrastHealthMonitor"]
 
