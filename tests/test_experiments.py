@@ -8,7 +8,7 @@ import yaml
 from contrastseg.cli import _merge, expand_configs, main
 
 REPO = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p for p in [*(REPO / "experiments").glob("*.yaml"), *(REPO / "experiments/ablations").glob("*.yaml")]
+EXPERIMENTS = sorted(p for folder in ("", "ablations", "study") for p in (REPO / "experiments" / folder).glob("*.yaml")
                      if not p.name.startswith("_"))
 TINY = {"hrnet_w48": "hrnet_w18_small", "resnet101d": "resnet18", "resnet101": "resnet18", "resnet50": "resnet18",
         "swin_small": "swin_tiny", "swin_base": "swin_tiny", "swin_large": "swin_tiny"}
