@@ -83,10 +83,11 @@ class ContrastHealthMonitor(Callback):
         self._world = trainer.world_size
 
     def state_dict(self) -> dict[str, Any]:
-        return {"world_size": self._world}
+        return {"world_size": self._world, "batches": self._batches}  # a resumed run keeps its measurement steps
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved_world = state_dict.get("world_size")
+        self._batches = int(state_dict.get("batches", 0))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.terms = [t for t in getattr(pl_module, "losses", []) if isinstance(t, MultiScaleContrast)
