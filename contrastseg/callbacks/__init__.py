@@ -1,7 +1,9 @@
-"""Callbacks for side jobs only (they cannot change the loss): fault-tolerant checkpoints, W&B media."""
+"""Callbacks for side jobs only (they cannot change the loss): fault-tolerant checkpoints, W&B media, the training
+clock."""
 
 from contrastseg.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from contrastseg.callbacks.clock import TrainClock
 from contrastseg.callbacks.progress import LineProgress
 from contrastseg.callbacks.wandb import WandbMedia
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "LineProgress", "WandbMedia"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "LineProgress", "TrainClock", "WandbMedia"]
