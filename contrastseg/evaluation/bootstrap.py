@@ -55,7 +55,7 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
 
 def compare_paired(a: Mapping[Any, float], b: Mapping[Any, float], *, resamples: int = 10000,
                    seed: int = 0) -> dict[str, Any]:
-    """Both arms' :func:`summary` and the paired difference ``B - A`` over the seeds both have.
+    """Both arms' ``n``, ``mean`` and ``std``, and the paired difference ``B - A`` over the seeds both have.
 
     Args:
         a: per seed, arm A's score.
@@ -64,8 +64,9 @@ def compare_paired(a: Mapping[Any, float], b: Mapping[Any, float], *, resamples:
         seed: seed of the resampling.
 
     Returns:
-        ``{"a": summary, "b": summary, "diff": {"n", "mean", "std", "ci", "per_seed"}}``; ``ci`` is ``[low, high]``
-        at 95 %, or ``None`` with fewer than two paired seeds.
+        ``{"a": {"n", "mean", "std"}, "b": {...}, "diff": {"n", "mean", "std", "ci", "per_seed"}}`` (``std``: the
+        sample standard deviation, ``None`` below two values); ``ci`` is ``[low, high]`` at 95 %, or ``None`` with
+        fewer than two paired seeds.
     """
     paired = [s for s in a if s in b]
     per_seed = {s: b[s] - a[s] for s in paired}
