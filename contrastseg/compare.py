@@ -132,21 +132,26 @@ def load_runs(folder: Path) -> dict[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="contrastseg compare", description=__doc__.splitlines()[0].strip("`"),
+        prog="contrastseg compare",
+        description="Train two configs over the same seeds; compare them at equal epochs and at equal training "
+                    "time (mean +- std per arm, B - A with a paired bootstrap 95% CI). Output: OUT/compare.md, "
+                    "OUT/compare.json.",
         usage="contrastseg compare --config A.yaml --config-b B.yaml [--seeds S ...] [options] [-- FIT ARGS ...]")
     add = parser.add_argument
     add("--config", "--config-a", dest="config_a", metavar="A.yaml", help="arm A's config (the baseline)")
     add("--config-b", metavar="B.yaml", help="arm B's config")
-    add("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seed_everything of the runs (default: 0 1 2)")
+    add("--seeds", type=int, nargs="+", metavar="S", default=[0, 1, 2],
+        help="seed_everything of the runs (default: 0 1 2)")
     add("--budget", choices=("epochs", "time", "both"), default="both",
         help="compare at equal epochs, at equal training time, or both (default)")
     add("--stage", choices=("val", "test"), default=None,
         help="split of the equal-epoch view: val (default), or test from each run's last.ckpt")
-    add("--name-a", default=None, help="arm A's name in the report (default: its config's file name)")
-    add("--name-b", default=None, help="arm B's name in the report")
-    add("--parallel", type=int, default=1, help="runs trained at the same time (default 1)")
-    add("--deadline-min", type=float, default=None, help="stop unfinished runs after this many minutes")
-    add("--out", default=None, help="folder of the runs and the report (default: runs/compare/<A>_vs_<B>)")
+    add("--name-a", metavar="NAME", default=None, help="arm A's name in the report (default: its config's file name)")
+    add("--name-b", metavar="NAME", default=None, help="arm B's name in the report")
+    add("--parallel", type=int, metavar="N", default=1, help="runs trained at the same time (default 1)")
+    add("--deadline-min", type=float, metavar="M", default=None, help="stop unfinished runs after this many minutes")
+    add("--out", metavar="DIR", default=None,
+        help="folder of the runs and the report (default: runs/compare/<A>_vs_<B>)")
     add("--from-runs", metavar="DIR", default=None, help="only score the runs of an earlier comparison in DIR")
     return parser
 

@@ -198,12 +198,14 @@ def test_test_stage_scores_the_epoch_view_on_test_and_the_time_view_on_val(tmp_p
 
 def test_runs_of_the_former_camvid_benchmark_are_scored(tmp_path) -> None:
     out = _sweep(tmp_path, {k: v for k, v in RUNS.items() if k[1] < 2})
+    runs = json.loads((out / "runs.json").read_text())["runs"]
     former = [{"arm": {"a": "CE", "b": "CE + ms + cs"}[r["arm"]], "seed": r["seed"], "name": r["name"],
-               "returncode": 0, "stopped": False, "wall_s": 1.0} for r in json.loads((out / "runs.json").read_text())["runs"]]
+               "returncode": 0, "stopped": False, "wall_s": 1.0} for r in runs]  # its list, without run_dir
     (out / "runs.json").write_text(json.dumps(former))
     assert main(["--from-runs", str(out), "--budget", "epochs"]) == 0
     report = json.loads((out / "compare.json").read_text())
-    assert report["arms"]["b"]["name"] == "CE + ms + cs" and report["views"]["epochs"]["stats"]["mIoU"]["diff"]["n"] == 2
+    assert report["arms"]["b"]["name"] == "CE + ms + cs"
+    assert report["views"]["epochs"]["stats"]["mIoU"]["diff"]["n"] == 2
 
 
 def test_user_errors_are_one_line(tmp_path, capsys) -> None:
@@ -212,7 +214,8 @@ def test_user_errors_are_one_line(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["compare", "--config", str(tmp_path / "missing.yaml"), "--config-b", str(QUICK_B)])
     err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2 and err == f"contrastseg: error: config file {tmp_path / 'missing.yaml'} does not exist"
+    assert exit_info.value.code == 2
+    assert err == f"contrastseg: error: config file {tmp_path / 'missing.yaml'} does not exist"
     assert main(["--config", str(QUICK_A), "--config-b", str(QUICK_B), "--stage", "test", "--budget", "time"]) == 2
     assert main(["--from-runs", str(tmp_path)]) == 2
     _sweep(tmp_path, RUNS)
