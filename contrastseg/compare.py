@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out, sweep = _new_sweep(args, extra)
             deadline = None if args.deadline_min is None else 60 * args.deadline_min
             fit_all(sweep, out, extra=extra, parallel=args.parallel, deadline_s=deadline)
-        if sweep["stage"] == "test":
+        if sweep["stage"] == "test" and args.budget != "time":
             test_all(sweep, out, parallel=args.parallel)
         views, notes = score_views(sweep, out, budget=args.budget)
     except JobFailed as err:
