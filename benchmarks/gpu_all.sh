@@ -3,8 +3,8 @@
 #   1. benchmarks.contrastive_loss at the paper's full shapes, with a kernel profile of our loss;
 #   2. benchmarks.train_step at the paper's crops, float32 and bf16 autocast;
 #   3. tests/test_cuda.py (CUDA autocast, sampler syncs, memory target, mixed-precision fits), in the background of 4;
-#   4. benchmarks.camvid_comparison: 3 seeds x 2 arms trained at once, stopped at the time left and scored at the
-#      last epoch every run validated.
+#   4. benchmarks.camvid_comparison (contrastseg compare): 3 seeds x 2 arms trained at once, stopped at the time
+#      left, scored at the last epoch every run validated and at equal training time per seed.
 #   (and benchmarks.infonce_kernels: the fused Triton terms against the PyTorch ones, per term)
 # Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CONTRASTSEG_CAMVID, BUDGET_S=total seconds, *_ARGS to shrink,
 #        PARTS: a subset of "loss losssplit kernels step stepamp tests camvid", default all)
@@ -72,11 +72,11 @@ fi
 echo "== CamVid comparison ($((SECONDS - t0)) s)"
 # The runs stop at the deadline and take up to 60 s more to flush their logs and be scored.
 deadline=$(( $(left) - 70 ))
-camvid_out=runs/camvid_gpu
+camvid_out=runs/camvid_gpu/$(date +%Y%m%d-%H%M%S)  # a folder of its own: compare refuses one holding a comparison
 python3 -m benchmarks.camvid_comparison --root "$root" --seeds 0 1 2 --parallel 6 --out "$camvid_out" \
   --deadline-min "$(python3 -c "print(max($deadline, 30) / 60)")" \
   -- --trainer.check_val_every_n_epoch=5 --data.init_args.num_workers=2 ${CAMVID_ARGS:-} 2>&1 | tee "$out/camvid.txt"
 if [[ -n $tests ]]; then wait "$tests"; tail -5 "$out/test_cuda.txt"; fi
-tar czf "$out/camvid_runs.tar.gz" "$camvid_out"/*.json "$camvid_out"/*.log \
+tar czf "$out/camvid_runs.tar.gz" "$camvid_out"/*.json "$camvid_out"/*.md "$camvid_out"/*.log \
   $(find "$camvid_out" -name metrics.csv -o -name config.yaml) 2>/dev/null
 echo "== done in $((SECONDS - t0)) s"

@@ -503,6 +503,10 @@ def main(args: Sequence[str] | None = None) -> ContrastSegCLI:
         from contrastseg.data.check import main as check_main
 
         raise SystemExit(check_main(argv[1:]))
+    if argv[:1] == ["compare"]:
+        from contrastseg.compare import main as compare_main
+
+        raise SystemExit(compare_main(argv[1:]))
     if argv[:1] == ["collect"]:
         from contrastseg.evaluation.collect import main as collect_main
 

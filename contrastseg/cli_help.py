@@ -25,6 +25,8 @@ file applies its base files first); --KEY VALUE overrides one value. 'contrastse
 EPILOG = """more commands:
   check-data DATASET ROOT   check a dataset's files and labels before a long run
   collect RUNS...           finished runs -> the paper's ablation table (mean +- std over seeds)
+  compare --config A.yaml --config-b B.yaml --seeds S ...
+                            train two configs over seeds, compare at equal epochs and equal time
   predict-folder CKPT IMAGES OUTPUT
                             label, colour and overlay files for a folder of images
                             (also spelled: predict CKPT IMAGES OUTPUT)"""

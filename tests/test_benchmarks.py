@@ -17,31 +17,23 @@ def test_train_step_benchmark_runs() -> None:
     assert seconds > 0 and size == (64, 64)
 
 
-def test_camvid_comparison_stops_the_other_runs_when_one_fails(tmp_path, monkeypatch) -> None:
-    import subprocess
-    import sys
-    import time
-
-    import pytest
-
+def test_camvid_comparison_is_a_preset_of_contrastseg_compare() -> None:
+    """The two CamVid configs and the root go to contrastseg compare; the other options pass through (a failed run
+    stopping the others is tested with compare, tests/test_compare.py)."""
     from benchmarks import camvid_comparison
 
-    started = []
-    real_popen = subprocess.Popen
-
-    def popen(cmd, **kwargs):  # remember every process the comparison starts
-        started.append(real_popen(cmd, **kwargs))
-        return started[-1]
-
-    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
-    failing = [sys.executable, "-c", "import time; time.sleep(1); raise SystemExit(3)"]
-    monkeypatch.setattr(camvid_comparison, "_command", lambda arm, *a: failing if arm == "ce" else sleeper)
-    monkeypatch.setattr(camvid_comparison.subprocess, "Popen", popen)
-    t0 = time.perf_counter()
-    with pytest.raises(RuntimeError, match="ce seed 0 failed"):
-        camvid_comparison.train([("ce", 0), ("ce_ms_cs", 0)], "unused", tmp_path, [], parallel=2, deadline_s=None)
-    assert len(started) == 2 and all(p.poll() is not None for p in started)  # the sleeper did not outlive it
-    assert time.perf_counter() - t0 < 60
+    args = camvid_comparison.compare_args(["--root", "/data/camvid", "--seeds", "0", "1", "--parallel", "6",
+                                           "--cpu-reduced", "--", "--trainer.check_val_every_n_epoch=5"])
+    split = args.index("--")
+    options, fit = args[:split], args[split + 1:]
+    assert options[options.index("--config") + 1].endswith("experiments/camvid_ce.yaml")
+    assert options[options.index("--config-b") + 1].endswith("experiments/camvid_contrastive.yaml")
+    assert options[options.index("--name-b") + 1] == "CE + ms + cs" and "--parallel" in options
+    assert options[options.index("--seeds") + 1:options.index("--seeds") + 3] == ["0", "1"]
+    assert fit[0] == "--data.init_args.root=/data/camvid" and "--trainer.max_epochs=12" in fit
+    assert fit[-1] == "--trainer.check_val_every_n_epoch=5"  # the user's arguments last: they win
+    assert camvid_comparison.compare_args(["--from-runs", "runs/x", "--budget", "time"]) == [
+        "--from-runs", "runs/x", "--budget", "time"]
 
 
 def _gpu_all(tmp_path, **env):

@@ -243,6 +243,7 @@ def test_top_level_help_describes_contrastseg_and_every_command_in_one_line() ->
     for command, summary in _SUMMARIES.items():
         assert f"{command} {summary}" in text, command  # whole, not cut
     for command in ("check-data DATASET ROOT check a dataset", "collect RUNS... finished runs",
+                    "compare --config A.yaml --config-b B.yaml --seeds S ... train two configs over seeds",
                     "predict-folder CKPT IMAGES OUTPUT label, colour and overlay files"):
         assert command in text, command
 

@@ -67,7 +67,9 @@ class SyntheticDataModule(SegmentationDataModule):
 
     Args:
         num_train: training scenes.
-        num_val: validation scenes (also used for ``test``).
+        num_val: validation scenes.
+        num_test: test scenes, a stream of their own (``None``: as many as ``num_val``); ``test`` and ``predict``
+            never see the validation scenes.
         image_size: ``(height, width)`` of every scene.
         seed: seed of the scene streams (the scenes themselves; the training order follows the run's
             ``seed_everything``).
@@ -81,17 +83,19 @@ class SyntheticDataModule(SegmentationDataModule):
     class_groups = {"stuff": (0, 1, 2), "things": (3, 4, 5), "small": (5, 6, 7)}  # noqa: RUF012
 
     def __init__(
-        self, *, num_train: int = 512, num_val: int = 64, image_size: Sequence[int] = (128, 128), seed: int = 0,
-        hflip: bool = True, batch_size: int = 8, val_batch_size: int | None = None, num_workers: int = 2,
-        pin_memory: bool = True, persistent_workers: bool = True,
+        self, *, num_train: int = 512, num_val: int = 64, num_test: int | None = None,
+        image_size: Sequence[int] = (128, 128), seed: int = 0, hflip: bool = True, batch_size: int = 8,
+        val_batch_size: int | None = None, num_workers: int = 2, pin_memory: bool = True,
+        persistent_workers: bool = True,
     ) -> None:
         super().__init__(batch_size=batch_size, val_batch_size=val_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, persistent_workers=persistent_workers)
         self.scene_seed = seed
         self.num_train, self.num_val, self.image_size, self.hflip = num_train, num_val, tuple(image_size), hflip
+        self.num_test = num_val if num_test is None else num_test
 
     def make_dataset(self, split: str, transform: Any = None) -> SyntheticDataset:
-        n = self.num_train if split == "train" else self.num_val
+        n = {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
         return SyntheticDataset(split, num_samples=n, image_size=self.image_size, seed=self.scene_seed,
                                 transform=transform)
 

@@ -1,5 +1,7 @@
-"""Evaluation: scores from confusion matrices, and test-time inference (sliding windows, multi-scale + flip)."""
+"""Evaluation: scores from confusion matrices, test-time inference (sliding windows, multi-scale + flip), and the
+statistics of paired comparisons over seeds."""
 
+from contrastseg.evaluation.bootstrap import compare_paired, paired_bootstrap_ci
 from contrastseg.evaluation.inference import (
     ADE20K_SCALES,
     CITYSCAPES_SCALES,
@@ -17,6 +19,7 @@ from contrastseg.evaluation.metrics import (
 )
 
 __all__ = [
-    "ADE20K_SCALES", "CITYSCAPES_SCALES", "EvalConfig", "SegScores", "confusion_matrix", "group_miou", "infer",
-    "multiscale_flip_inference", "scores_from_confusion", "scores_table", "slide_inference",
+    "ADE20K_SCALES", "CITYSCAPES_SCALES", "EvalConfig", "SegScores", "compare_paired", "confusion_matrix", "group_miou",
+    "infer", "multiscale_flip_inference", "paired_bootstrap_ci", "scores_from_confusion", "scores_table",
+    "slide_inference",
 ]

@@ -41,3 +41,30 @@ def test_colour_alone_does_not_give_the_class() -> None:
 def test_datamodule_links_class_facts() -> None:
     dm = SyntheticDataModule(num_workers=0)
     assert dm.num_classes == 8 and dm.ignore_index == 255 and dm.class_names[0] == "sky"
+
+
+def test_the_test_split_is_its_own_scenes() -> None:
+    dm = SyntheticDataModule(num_train=4, num_val=3, num_test=5, image_size=(64, 64), num_workers=0)
+    dm.setup("validate")
+    dm.setup("test")
+    val, test = dm.datasets["val"], dm.datasets["test"]
+    assert (len(val), len(test)) == (3, 5)
+    assert {val[i]["name"] for i in range(3)}.isdisjoint(test[i]["name"] for i in range(5))
+    assert all(not torch.equal(val[i]["mask"], test[j]["mask"]) for i in range(3) for j in range(5))
+    assert len(SyntheticDataModule(num_val=3).make_dataset("test")) == 3  # num_test None: as many as num_val
+
+
+def test_contrastseg_test_scores_the_test_scenes(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    from contrastseg.cli import main
+
+    repo = Path(__file__).resolve().parents[2]
+    cli = main(["test", "--config", str(repo / "experiments" / "quickstart.yaml"),
+                "--model.net.init_args.encoder.name=resnet18", "--data.init_args.num_val=2",
+                "--data.init_args.num_test=3", "--data.init_args.image_size=[64, 64]", "--data.init_args.num_workers=0",
+                "--trainer.accelerator=cpu", f"--trainer.logger.init_args.save_dir={tmp_path}"])
+    assert len(cli.datamodule.test_dataloader().dataset) == 3
+    scores = json.loads(next(tmp_path.rglob("test_metrics.json")).read_text())
+    assert sum(c["pixels"] for c in scores["per_class"]) == 3 * 64 * 64  # every pixel of the 3 scenes, once
