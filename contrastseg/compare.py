@@ -32,7 +32,7 @@ from contrastseg.compare_report import score_views, write_report
 from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.sweep import Job, JobFailed, log_tail, run_jobs
 
-__all__ = ["eval_command", "fit_command", "main", "run_name"]
+__all__ = ["eval_command", "fit_command", "main", "reuse_arm_a", "run_name"]
 
 ARMS = ("a", "b")
 
@@ -75,8 +75,11 @@ def fit_all(sweep: dict[str, Any], out: Path, *, extra: Sequence[str], parallel:
     """Fit every (arm, seed), seed-major; each finished run is added to ``sweep["runs"]`` and saved in
     ``out/runs.json``."""
     jobs, meta = [], {}
+    reused = {(r["arm"], r["seed"]) for r in sweep["runs"]}
     for seed in sweep["seeds"]:
         for arm in ARMS:  # interleaved: a sweep cut short still has both arms of its first seeds
+            if (arm, seed) in reused:
+                continue
             name = run_name(arm, seed)
             config = sweep["arms"][arm]["config"]
             jobs.append(Job(name, fit_command(config, seed, out, name, extra), f"{sweep['arms'][arm]['name']}, "
@@ -153,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", metavar="DIR", default=None,
         help="folder of the runs and the report (default: runs/compare/<A>_vs_<B>)")
     add("--from-runs", metavar="DIR", default=None, help="only score the runs of an earlier comparison in DIR")
+    add("--reuse-a", metavar="DIR", default=None,
+        help="take arm A's finished runs from the comparison in DIR (same config, fit arguments and seeds) instead "
+             "of training them again: several B configs against one baseline")
     return parser
 
 
@@ -178,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep["stage"] = args.stage or sweep.get("stage", "val")
         else:
             out, sweep = _new_sweep(args, extra)
+            if args.reuse_a:
+                reuse_arm_a(sweep, Path(args.reuse_a))
             deadline = None if args.deadline_min is None else 60 * args.deadline_min
             fit_all(sweep, out, extra=extra, parallel=args.parallel, deadline_s=deadline)
         if sweep["stage"] == "test" and args.budget != "time":
@@ -216,3 +224,26 @@ def _new_sweep(args: argparse.Namespace, extra: Sequence[str]) -> tuple[Path, di
         raise ConfigError(f"both arms are named {arms['a']['name']!r}: give --name-a and --name-b")
     return out, {"arms": arms, "seeds": list(args.seeds), "stage": args.stage or "val", "extra": list(extra),
                  "runs": []}
+
+
+def reuse_arm_a(sweep: dict[str, Any], earlier: Path) -> None:
+    """Add arm A's runs of the comparison in ``earlier`` to ``sweep["runs"]`` (their folders by absolute path).
+
+    Raises:
+        ConfigError: the earlier comparison trained another config or with other fit arguments, or lacks a
+            finished run of one of the seeds.
+    """
+    before = load_runs(earlier)
+    config, mine = before["arms"]["a"]["config"], sweep["arms"]["a"]["config"]
+    if config != mine:
+        raise ConfigError(f"--reuse-a {earlier}: its arm A trained {config}, not {mine}")
+    if list(before.get("extra", [])) != sweep["extra"]:
+        raise ConfigError(f"--reuse-a {earlier}: its runs had the fit arguments {before.get('extra')}, these have "
+                          f"{sweep['extra']}")
+    runs = {r["seed"]: r for r in before["runs"] if r["arm"] == "a"}
+    for seed in sweep["seeds"]:
+        run = runs.get(seed)
+        if run is None or run.get("returncode") != 0 or run.get("stopped") or not run.get("run_dir"):
+            raise ConfigError(f"--reuse-a {earlier}: no finished arm-A run of seed {seed}")
+        absolute = {key: str((earlier / run[key]).resolve()) for key in ("run_dir", "test_dir") if run.get(key)}
+        sweep["runs"].append({**run, **absolute, "reused_from": str(earlier.resolve())})

@@ -306,3 +306,22 @@ def test_compare_end_to_end_on_synthetic_data(tmp_path) -> None:
     assert text in result.stdout
     for run in report["runs"]:
         assert (out / run["test_dir"] / "test_metrics.json").is_file()
+
+
+def test_reuse_a_takes_the_baselines_runs_of_an_earlier_comparison(tmp_path) -> None:
+    from contrastseg.compare import reuse_arm_a
+
+    earlier = _sweep(tmp_path / "earlier", RUNS)
+    sweep = {"arms": {"a": {"name": "CE", "config": "a.yaml"}, "b": {"name": "other", "config": "c.yaml"}},
+             "seeds": [0, 2], "stage": "val", "extra": [], "runs": []}
+    reuse_arm_a(sweep, earlier)
+    assert [(r["arm"], r["seed"]) for r in sweep["runs"]] == [("a", 0), ("a", 2)]
+    assert all(Path(r["run_dir"]).is_absolute() and (Path(r["run_dir"]) / "metrics.csv").is_file()
+               for r in sweep["runs"])
+    from contrastseg.errors import ConfigError
+
+    for change, message in [({"arms": {**sweep["arms"], "a": {"name": "CE", "config": "x.yaml"}}}, "trained a.yaml"),
+                            ({"extra": ["--trainer.max_epochs=2"]}, "fit arguments"),
+                            ({"seeds": [0, 5]}, "no finished arm-A run of seed 5")]:
+        with pytest.raises(ConfigError, match=message):
+            reuse_arm_a({**sweep, "runs": [], **change}, earlier)
