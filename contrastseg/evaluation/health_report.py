@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,8 @@ def gradient_table(rows: list[dict[str, float]], *, every: int = 1, steps_per_ep
     if not measured:
         return "(no gradient measurement in this run)"
     terms = [k.removeprefix("grad_norm/") for k in measured[0] if k.startswith("grad_norm/")]
-    terms = sorted(terms, key=lambda t: (t == "contrast", t.startswith(("ms_", "cs_")), t.startswith("cs_"), t))
+    terms = sorted(terms, key=lambda t: (t == "contrast", t.startswith(("ms_", "cs_")), t.startswith("cs_"),
+                                         _natural(t)))
     lines = ["| step | " + ("epoch | " if steps_per_epoch else "") + " | ".join(f"|g| {t}" for t in terms)
              + " | contrast / rest | cos(rest, contrast) |",
              "|---:|" + ("---:|" if steps_per_epoch else "") + "---:|" * (len(terms) + 2)]
@@ -56,7 +58,7 @@ def scale_table(rows: list[dict[str, float]]) -> str:
     stats = ("anchors", "pairs", "sampled_pairs", "views", "classes_with_positives", "median_pair_pixels",
              "zero_share", "alignment", "uniformity", "shared_classes")
     tags = sorted({k.split("/")[0] for r in rows for k in r if "/" in k and not k.startswith("grad_")},
-                  key=lambda t: (t.startswith("cs_"), len(t), t))
+                  key=lambda t: (t.startswith("cs_"), _natural(t)))
     lines = ["| scale | " + " | ".join(s.replace("_", " ") for s in stats) + " |", "|---|" + "---:|" * len(stats)]
     for tag in tags:
         cells = []
@@ -65,6 +67,11 @@ def scale_table(rows: list[dict[str, float]]) -> str:
             cells.append(f"{statistics.mean(values):.3g}" if values else "")
         lines.append(f"| {tag} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _natural(name: str) -> list[int | str]:
+    """``ms_s4`` before ``ms_s16``: digits compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
