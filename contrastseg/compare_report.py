@@ -148,7 +148,7 @@ def write_report(sweep: dict[str, Any], views: dict[str, Any], notes: list[str],
     names = (sweep["arms"]["a"]["name"], sweep["arms"]["b"]["name"])
     wall = {a: [r["wall_s"] for r in sweep["runs"] if r["arm"] == a and r.get("wall_s")] for a in "ab"}
     lines = [f"# {names[0]} (A) vs {names[1]} (B)", "",
-             f"A: {sweep['arms']['a']['config']}; B: {sweep['arms']['b']['config']}; seeds "
+             f"A: {_shown(sweep['arms']['a']['config'])}; B: {_shown(sweep['arms']['b']['config'])}; seeds "
              f"{', '.join(map(str, sweep['seeds']))}; wall time per run: "
              + ", ".join(f"{n} {sum(w) / len(w) / 60:.1f} min" if w else f"{n} -" for n, w in zip(names, wall.values()))
              + ".", "",
@@ -182,3 +182,11 @@ def write_report(sweep: dict[str, Any], views: dict[str, Any], notes: list[str],
                "runs": runs, "views": views, "notes": notes}
     (out / "compare.json").write_text(json.dumps(payload, indent=2))
     return text
+
+
+def _shown(config: str) -> str:
+    """A config's path relative to the working directory when it lies below it (the report names no home folder)."""
+    try:
+        return str(Path(config).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return config

@@ -32,7 +32,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "myst_nb",
 ]
-exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "make_figures.py"]
+exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "make_figures.py", "study"]  # study/: included
 source_suffix = {".md": "myst-nb", ".ipynb": "myst-nb", ".rst": "restructuredtext"}
 
 # MyST

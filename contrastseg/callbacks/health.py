@@ -54,7 +54,8 @@ class ContrastHealthMonitor(Callback):
 
     Args:
         grad_every_n_steps: batches between gradient measurements (0: never). A measurement costs about one
-            backward pass per sub-term; the default keeps the overhead near 1% of training on the quickstart.
+            backward pass per sub-term; with the default the monitor took 1.2-1.4% of the training steps' time on
+            the contrastive quickstart (2 CPU cores), 12% with 24.
         max_anchors: anchors per scale used for alignment and uniformity (a ``max_anchors^2`` matrix).
         warn_after_steps: steps seen before a warning about the setup may fire.
     """
