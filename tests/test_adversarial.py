@@ -51,6 +51,7 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------------------------- 1. DDP evaluation
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_ddp_validation_scores_every_image_once(tmp_path: Path) -> None:
     """3 validation images on 2 processes: Lightning's DistributedSampler padded the split to 4, so one image was
@@ -157,6 +158,7 @@ def test_wandb_seed_sweep_gives_one_run_per_seed(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------- 3. runs started together
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_runs_started_together_get_their_own_folders(tmp_path: Path) -> None:
     """Both runs chose version_0 (CSVLogger lists folders), and one checkpoint ended up beside the other's config."""

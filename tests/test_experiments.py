@@ -26,8 +26,13 @@ def _resolved(config: Path) -> dict:
 FAST_UPERNET = ("ade20k_upernet_swin_t", "cityscapes_upernet_r101_contrast")
 
 
+# The study's variants of the quickstart differ from it in one option each: one runs by default, the rest when slow.
+FAST_STUDY = ("lambda_0.01",)
+
+
 def _param(config: Path):
-    slow = "upernet" in config.stem and config.stem not in FAST_UPERNET
+    slow = ("upernet" in config.stem and config.stem not in FAST_UPERNET
+            or config.parent.name == "study" and config.stem not in FAST_STUDY)
     return pytest.param(config, marks=pytest.mark.slow) if slow else config
 
 

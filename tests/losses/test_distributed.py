@@ -1,4 +1,4 @@
-"""Two processes with gloo on CPU: all-ignore on one rank, and global-batch sampling."""
+"""Two processes with gloo on CPU: all-ignore on one rank, and global-batch sampling (slow tests: DDP)."""
 
 import math
 import socket
@@ -22,6 +22,7 @@ def _spawn(fn, *args) -> None:
     mp.spawn(fn, args=(2, _free_port(), *args), nprocs=2, join=True)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_gathered_loss_equals_single_process_loss_on_concatenated_batch(tmp_path) -> None:
     _spawn(ddp_worker.gathered_loss, str(tmp_path))
@@ -40,6 +41,7 @@ def test_gathered_loss_equals_single_process_loss_on_concatenated_batch(tmp_path
         torch.testing.assert_close(got, emb[s].grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("gather", [False, True])
 def test_ddp_steps_with_an_all_ignore_rank(tmp_path, gather: bool) -> None:
