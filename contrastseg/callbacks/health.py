@@ -300,12 +300,12 @@ def gradient_figures(params: list[Tensor], supervised: dict[str, Tensor],
             total = sums[group]
             sums[group] = grads if total is None else [t + g for t, g in zip(total, grads)]
     sup, con = sums["supervised"], sums["contrast"]
-    if con is not None:
-        figures["norm/contrast"] = torch.linalg.vector_norm(torch.stack([g.norm() for g in con])).cpu()
-    if sup is not None and con is not None:
+    norm_con = None if con is None else torch.linalg.vector_norm(torch.stack([g.norm() for g in con]))
+    if norm_con is not None:
+        figures["norm/contrast"] = norm_con.cpu()
+    if sup is not None and norm_con is not None:
         dot = sum((a * b).sum() for a, b in zip(sup, con))
         norm_sup = torch.linalg.vector_norm(torch.stack([g.norm() for g in sup]))
-        norm_con = torch.linalg.vector_norm(torch.stack([g.norm() for g in con]))
         figures["ratio"] = (norm_con / norm_sup.clamp_min(1e-30)).cpu()
         if float(norm_sup) > 0 and float(norm_con) > 0:
             figures["cos"] = (dot / (norm_sup * norm_con)).cpu()
