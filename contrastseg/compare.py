@@ -5,6 +5,8 @@ time, with the paired difference and its bootstrap confidence interval.
     contrastseg compare --config A.yaml --config-b B.yaml --seeds 0 1 2 --parallel 6 --deadline-min 30 \\
         -- --trainer.check_val_every_n_epoch=5      # extra `contrastseg fit` arguments for both arms
     contrastseg compare --from-runs runs/compare/A_vs_B        # score finished runs again
+    contrastseg compare --config A.yaml --config-b B.yaml --seeds 0 1 2 3 4 --resume --out runs/compare/A_vs_B
+                                                               # train what a sweep cut short (or new seeds) lacks
 
 Each (arm, seed) is ``contrastseg fit --config X --seed_everything=S`` in its own process, logging to
 ``OUT/<arm>_seed<S>/`` (a CSV logger, whatever the config names) with :class:`~contrastseg.callbacks.TrainClock`
@@ -32,7 +34,7 @@ from contrastseg.compare_report import score_views, write_report
 from contrastseg.errors import ConfigError, ContrastSegError
 from contrastseg.sweep import Job, JobFailed, log_tail, run_jobs
 
-__all__ = ["eval_command", "fit_command", "main", "reuse_arm_a", "run_name"]
+__all__ = ["eval_command", "fit_command", "main", "resume_sweep", "reuse_arm_a", "run_name"]
 
 ARMS = ("a", "b")
 
@@ -159,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--reuse-a", metavar="DIR", default=None,
         help="take arm A's finished runs from the comparison in DIR (same config, fit arguments and seeds) instead "
              "of training them again: several B configs against one baseline")
+    add("--resume", action="store_true",
+        help="continue the comparison in --out (same configs and fit arguments): keep its finished runs, train "
+             "the runs it lacks, including seeds added to --seeds")
     return parser
 
 
@@ -183,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep = load_runs(out)
             sweep["stage"] = args.stage or sweep.get("stage", "val")
         else:
-            out, sweep = _new_sweep(args, extra)
+            out, sweep = _new_sweep(args, extra, resume=args.resume)
+            if args.resume and (out / "runs.json").is_file():
+                sweep = resume_sweep(sweep, out)
             if args.reuse_a:
                 reuse_arm_a(sweep, Path(args.reuse_a))
             deadline = None if args.deadline_min is None else 60 * args.deadline_min
@@ -203,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _new_sweep(args: argparse.Namespace, extra: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+def _new_sweep(args: argparse.Namespace, extra: Sequence[str], *, resume: bool = False
+               ) -> tuple[Path, dict[str, Any]]:
     """The output folder and the description of a new sweep; one-line errors for what would fail later."""
     if not args.config_a or not args.config_b:
         raise ConfigError("give both configs: --config A.yaml --config-b B.yaml (or --from-runs DIR)")
@@ -213,7 +221,7 @@ def _new_sweep(args: argparse.Namespace, extra: Sequence[str]) -> tuple[Path, di
     stems = (Path(args.config_a).stem, Path(args.config_b).stem)
     names = stems if stems[0] != stems[1] else ("A", "B")
     out = Path(args.out or Path("runs") / "compare" / f"{stems[0]}_vs_{stems[1]}").resolve()
-    if (out / "runs.json").is_file():
+    if (out / "runs.json").is_file() and not resume:
         raise ConfigError(f"{out} already holds a comparison (runs.json): give another --out, or score it again "
                           f"with --from-runs {out}")
     if len(set(args.seeds)) != len(args.seeds):
@@ -224,6 +232,27 @@ def _new_sweep(args: argparse.Namespace, extra: Sequence[str]) -> tuple[Path, di
         raise ConfigError(f"both arms are named {arms['a']['name']!r}: give --name-a and --name-b")
     return out, {"arms": arms, "seeds": list(args.seeds), "stage": args.stage or "val", "extra": list(extra),
                  "runs": []}
+
+
+def resume_sweep(sweep: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The comparison saved in ``out/runs.json`` continued with ``sweep``'s seeds: its finished runs are kept (and
+    its arm names); unfinished or failed runs are dropped, to be trained again.
+
+    Raises:
+        ConfigError: the saved comparison trained other configs or with other fit arguments.
+    """
+    before = load_runs(out)
+    for arm in ARMS:
+        if before["arms"][arm]["config"] != sweep["arms"][arm]["config"]:
+            raise ConfigError(f"--resume {out}: its arm {arm.upper()} trained {before['arms'][arm]['config']}, not "
+                              f"{sweep['arms'][arm]['config']}")
+    if list(before.get("extra", [])) != sweep["extra"]:
+        raise ConfigError(f"--resume {out}: its runs had the fit arguments {before.get('extra')}, these have "
+                          f"{sweep['extra']}")
+    kept = [r for r in before["runs"] if r.get("returncode") == 0 and not r.get("stopped") and r.get("run_dir")]
+    seeds = list(dict.fromkeys([*before["seeds"], *sweep["seeds"]]))
+    print(f"resuming {out}: {len(kept)} finished runs kept, seeds {' '.join(map(str, seeds))}", flush=True)
+    return {**before, "seeds": seeds, "stage": sweep["stage"], "runs": kept}
 
 
 def reuse_arm_a(sweep: dict[str, Any], earlier: Path) -> None:
@@ -241,7 +270,8 @@ def reuse_arm_a(sweep: dict[str, Any], earlier: Path) -> None:
         raise ConfigError(f"--reuse-a {earlier}: its runs had the fit arguments {before.get('extra')}, these have "
                           f"{sweep['extra']}")
     runs = {r["seed"]: r for r in before["runs"] if r["arm"] == "a"}
-    for seed in sweep["seeds"]:
+    have = {r["seed"] for r in sweep["runs"] if r["arm"] == "a"}  # a resumed sweep holds some already
+    for seed in (s for s in sweep["seeds"] if s not in have):
         run = runs.get(seed)
         if run is None or run.get("returncode") != 0 or run.get("stopped") or not run.get("run_dir"):
             raise ConfigError(f"--reuse-a {earlier}: no finished arm-A run of seed {seed}")

@@ -325,3 +325,28 @@ def test_reuse_a_takes_the_baselines_runs_of_an_earlier_comparison(tmp_path) -> 
                             ({"seeds": [0, 5]}, "no finished arm-A run of seed 5")]:
         with pytest.raises(ConfigError, match=message):
             reuse_arm_a({**sweep, "runs": [], **change}, earlier)
+
+
+def test_resume_keeps_finished_runs_and_adds_seeds(tmp_path, capsys) -> None:
+    from contrastseg.compare import resume_sweep, reuse_arm_a
+    from contrastseg.errors import ConfigError
+
+    out = _sweep(tmp_path / "sweep", RUNS)
+    saved = json.loads((out / "runs.json").read_text())
+    saved["runs"][0] = {**saved["runs"][0], "returncode": 1}  # a failed run is trained again
+    (out / "runs.json").write_text(json.dumps(saved))
+    sweep = {"arms": {arm: {"name": "x", "config": saved["arms"][arm]["config"]} for arm in ("a", "b")},
+             "seeds": [0, 7], "stage": "test", "extra": [], "runs": []}
+    resumed = resume_sweep(sweep, out)
+    assert resumed["seeds"] == [*saved["seeds"], 7] and resumed["stage"] == "test"
+    assert resumed["arms"] == saved["arms"]  # names stay those of the first call
+    assert resumed["runs"] == saved["runs"][1:]
+    assert "runs kept" in capsys.readouterr().out
+    earlier = _sweep(tmp_path / "earlier", RUNS)
+    resumed = {**resumed, "seeds": [0, 1, 2]}
+    reuse_arm_a(resumed, earlier)  # only arm A's seed 0, the run the resumed sweep lacks, is taken
+    assert sorted(r["seed"] for r in resumed["runs"] if r["arm"] == "a") == [0, 1, 2]
+    for change, message in [({"arms": {**sweep["arms"], "b": {"name": "x", "config": "other.yaml"}}}, "arm B"),
+                            ({"extra": ["--trainer.max_epochs=2"]}, "fit arguments")]:
+        with pytest.raises(ConfigError, match=message):
+            resume_sweep({**sweep, **change}, out)
