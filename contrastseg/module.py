@@ -16,11 +16,13 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from contrastseg._compat import ddp_ignore_buffers
 from contrastseg.errors import ConfigError, DataError, NonFiniteLossError
 from contrastseg.evaluation.inference import EvalConfig, infer
 from contrastseg.evaluation.metrics import group_miou, scores_from_confusion, scores_table, write_scores
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
 from contrastseg.losses.cross_entropy import CrossEntropy
+from contrastseg.losses.memory import ClassMemory
 from contrastseg.models.segmentation import SegmentationNet, SegOutput, predict_classes
 from contrastseg.optim import PolyLR
 
@@ -209,13 +211,16 @@ class ContrastSegModule(LightningModule):
         return loss
 
     def _state_buffers(self) -> list[Tensor]:
-        """Buffers a forward pass changes (BatchNorm statistics, warm-up counters); not the metric states.
+        """Buffers a forward pass changes (BatchNorm statistics, warm-up counters); not the metric states, nor the
+        memories of contrastive terms (large, and only written after the backward pass of a batch that was kept).
 
         Listed once per training run (``on_train_start`` clears the list): walking every module each step would
         cost more than the copy itself.
         """
         if getattr(self, "_buffer_list", None) is None:
-            self._buffer_list = [b for n, b in self.named_buffers() if not n.startswith(("confmats.", "eval_losses."))]
+            memories = {id(b) for m in self.modules() if isinstance(m, ClassMemory) for b in m.buffers()}
+            self._buffer_list = [b for n, b in self.named_buffers()
+                                 if not n.startswith(("confmats.", "eval_losses.")) and id(b) not in memories]
         return self._buffer_list
 
     def _backup_buffers(self) -> None:
@@ -327,6 +332,15 @@ class ContrastSegModule(LightningModule):
         if datamodule is not None:
             for term in self.losses:
                 term.setup_data(datamodule)  # e.g. median-frequency class weights from the training split
+        # Memories are kept identical on every process by their own all-gather: DDP must not broadcast them (before
+        # every forward pass, up to hundreds of MB). setup() runs before the strategy wraps the module.
+        memories = [n for n, m in self.named_modules() if isinstance(m, ClassMemory)]
+        if memories:
+            ddp_ignore_buffers(self, [f"{n}.{b}" for n in memories for b in ("entries", "head", "count")])
+
+    def on_after_backward(self) -> None:
+        for term in self.losses:
+            term.after_backward()  # e.g. enqueue into a memory: not on a skipped batch, before any checkpoint
 
     # The first batch of every loader and epoch is checked (one host sync per epoch); datasets check every item.
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:

@@ -14,3 +14,19 @@ def test_wandb_logger_keeps_its_init_arguments_in_wandb_init(tmp_path) -> None:
     assert "anonymous" in logger._wandb_init, "WandbLogger no longer passes anonymous: drop_wandb_anonymous can go"
     drop_wandb_anonymous(logger)
     assert "anonymous" not in logger._wandb_init
+
+
+def test_ddp_reads_the_buffers_to_ignore_from_the_module() -> None:
+    import inspect
+
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    from contrastseg._compat import ddp_ignore_buffers
+
+    module = torch.nn.BatchNorm1d(2)
+    ddp_ignore_buffers(module, ["running_mean"])
+    ddp_ignore_buffers(module, ["running_var", "running_mean"])
+    assert module._ddp_params_and_buffers_to_ignore == ["running_mean", "running_var"]
+    assert "_ddp_params_and_buffers_to_ignore" in inspect.getsource(DistributedDataParallel.__init__), \
+        "DistributedDataParallel no longer reads module._ddp_params_and_buffers_to_ignore"

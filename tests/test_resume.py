@@ -124,3 +124,25 @@ def test_two_process_ddp_resume_matches_uninterrupted_run(tmp_path: Path) -> Non
     assert final.keys() == whole.keys()
     for name, value in whole.items():
         assert torch.equal(final[name], value), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("term", ["PixelContrast", "RegionContrast"])
+def test_a_resumed_run_continues_with_the_same_memory(tmp_path: Path, term: str) -> None:
+    config = tmp_path / f"{term}.yaml"  # the quickstart with CE + the term, a small memory that wraps in 6 steps
+    config.write_text(f"extends: {REPO / 'experiments/quickstart.yaml'}\nmodel:\n  losses:\n"
+                      "    - class_path: contrastseg.losses.CrossEntropy\n"
+                      f"    - class_path: contrastseg.losses.{term}\n"
+                      "      init_args: {memory_size: 5, embedding_dim: 16}\n")
+
+    def fit(root: Path, steps: int, *extra: str):
+        overrides = [a for a in _args(root, steps)[3:] if not a.startswith("--contrast.")]  # after fit --config X
+        return main(["fit", "--config", str(config), *overrides, *extra])
+
+    whole = fit(tmp_path / "whole", 6)
+    fit(tmp_path / "split", 2)
+    resumed = fit(tmp_path / "split", 6, f"--ckpt_path={next((tmp_path / 'split').rglob('last.ckpt'))}")
+    memories = [k for k in whole.model.state_dict() if ".memory." in k or "_memory." in k]
+    assert memories and int(whole.model.state_dict()[memories[0].rsplit(".", 1)[0] + ".count"].sum()) > 0
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name  # the memories included, entry by entry

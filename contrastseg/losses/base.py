@@ -84,6 +84,14 @@ class LossTerm(nn.Module):
         the time :meth:`forward` needs it, without the host waiting for the model's forward pass.
         """
 
+    def after_backward(self) -> None:
+        """Work after the training step's backward pass, such as adding this step's embeddings to a memory.
+
+        Called on every process after each backward pass that the module ran; not after a batch the non-finite
+        policy skipped (which runs no backward), and before any callback sees the end of the batch (so a checkpoint
+        saved at that step already holds the update).
+        """
+
     def main_and_aux(
         self, loss_fn: Callable[[Tensor, Tensor], Tensor], output: SegOutput, target: Tensor, aux_weight: float,
         aux_fn: Callable[[Tensor, Tensor], Tensor] | None = None,

@@ -82,3 +82,33 @@ def train_steps(rank: int, world: int, port: int, out_dir: str, gather: bool) ->
     flat = torch.cat([p.detach().flatten() for p in step.parameters()])
     torch.save({"losses": losses, "params": flat}, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def train_steps_with_memory(rank: int, world: int, port: int, out_dir: str, kind: str) -> None:
+    """DDP steps of a term with a memory while process 1's batch is all ignore: no hang, no unused parameter, no
+    ``loss * 0``, and the same memory on every process."""
+    from contrastseg.losses import PixelContrast, RegionContrast
+
+    _init(rank, world, port)
+    torch.manual_seed(0)
+    net = SegmentationModel(5, encoder=Encoder("resnet18"), decoder=partial(HRNetV2Head, channels=16))
+    term = (PixelContrast(embedding_dim=16, max_views=4, memory_size=6) if kind == "pixel"
+            else RegionContrast(embedding_dim=16, memory_size=6))
+    module = ContrastSegModule(net, num_classes=5, losses=[CrossEntropy(), term])
+    step = DistributedDataParallel(_Step(module))  # find_unused_parameters=False: every parameter must get a grad
+    opt = torch.optim.SGD(step.parameters(), lr=0.01)
+    _, labels = global_batch(b=2, h=64, w=96)
+    if rank == 1:
+        labels[:] = 255
+    losses = []
+    for _ in range(3):
+        loss = step(torch.randn(2, 3, 64, 96), labels)
+        opt.zero_grad()
+        loss.backward()
+        module.on_after_backward()  # what Lightning calls after the backward pass: the memory update
+        opt.step()
+        losses.append(loss.item())
+    flat = torch.cat([p.detach().flatten() for p in step.parameters()])
+    memories = {k: v for k, v in module.state_dict().items() if "memory." in k}
+    torch.save({"losses": losses, "params": flat, "memories": memories}, Path(out_dir) / f"rank{rank}.pt")
+    dist.destroy_process_group()

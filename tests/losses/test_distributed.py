@@ -50,3 +50,17 @@ def test_ddp_steps_with_an_all_ignore_rank(tmp_path, gather: bool) -> None:
     for r in ranks:
         assert all(math.isfinite(x) for x in r["losses"])
     torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"])  # gradients were synchronised
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("kind", ["pixel", "region"])
+def test_memory_terms_under_ddp_with_an_all_ignore_rank(tmp_path, kind: str) -> None:
+    _spawn(ddp_worker.train_steps_with_memory, str(tmp_path), kind)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for r in ranks:
+        assert all(math.isfinite(x) for x in r["losses"])
+    torch.testing.assert_close(ranks[0]["params"], ranks[1]["params"])  # gradients were synchronised
+    memories = ranks[0]["memories"]
+    assert memories and all(torch.equal(v, ranks[1]["memories"][k]) for k, v in memories.items())
+    assert any(int(v.sum()) > 0 for k, v in memories.items() if k.endswith("count"))  # rank 0's rows arrived
