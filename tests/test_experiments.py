@@ -29,10 +29,14 @@ FAST_UPERNET = ("ade20k_upernet_swin_t", "cityscapes_upernet_r101_contrast")
 # The study's variants of the quickstart differ from it in one option each: one runs by default, the rest when slow.
 FAST_STUDY = ("lambda_0.01",)
 
+# Table 2's competitors: one config per term by default (the CamVid rows and the row equal to Table 1(a)'s when slow).
+FAST_T2 = ("t2_hrnet_region_pixel", "t2_hrnet_region")
+
 
 def _param(config: Path):
     slow = ("upernet" in config.stem and config.stem not in FAST_UPERNET
-            or config.parent.name == "study" and config.stem not in FAST_STUDY)
+            or config.parent.name == "study" and config.stem not in FAST_STUDY
+            or "t2_" in config.stem and config.stem not in FAST_T2)
     return pytest.param(config, marks=pytest.mark.slow) if slow else config
 
 
@@ -64,3 +68,8 @@ def test_config_runs_one_step_with_a_tiny_encoder(config: Path, tmp_path: Path) 
         # On 96x128 images the stride-32 map (3x4) may hold no class with 5 pixels: a single-stage L_c is then 0.
         single_coarse = (contrast[0].get("init_args") or {}).get("stages") == [3]
         assert float(logged["train/loss_ms"]) >= 0 if single_coarse else float(logged["train/loss_ms"]) > 0
+    for term in cli.model.losses:
+        if type(term).__name__ in ("PixelContrast", "RegionContrast"):
+            assert f"train/loss_{term.name}" in logged
+            memory = term.pixel_memory if type(term).__name__ == "PixelContrast" else term.memory
+            assert int(memory.count.sum()) > 0  # the step's rows went into the memory after its backward pass

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from contrastseg.models.layers import DecoderOutput, FCNHead
+
 __all__ = ["HRNetV2Head"]
 
 
@@ -20,12 +22,20 @@ class HRNetV2Head(nn.Module):
         channels: width of the fusion layer; ``None`` uses the sum of ``in_channels`` as HRNetV2 does
             (720 for HRNet-W48).
         dropout: dropout before the classifier.
+        aux_index: encoder stage of an FCN auxiliary head (training only), as region contrast [15] trains with;
+            ``None`` (default): none, as HRNetV2.
+        aux_channels: the auxiliary head's width.
     """
 
     def __init__(
-        self, in_channels: Sequence[int], num_classes: int, *, channels: int | None = None, dropout: float = 0.0
+        self, in_channels: Sequence[int], num_classes: int, *, channels: int | None = None, dropout: float = 0.0,
+        aux_index: int | None = None, aux_channels: int = 256,
     ) -> None:
         super().__init__()
+        if aux_index is not None and not -len(in_channels) <= aux_index < len(in_channels):
+            raise ValueError(f"aux_index={aux_index}: the encoder has stages 0..{len(in_channels) - 1}")
+        self.aux_index = aux_index
+        self.aux = None if aux_index is None else FCNHead(in_channels[aux_index], num_classes, channels=aux_channels)
         total = int(sum(in_channels))
         width = total if channels is None else channels
         self.fuse = nn.Sequential(
@@ -34,11 +44,15 @@ class HRNetV2Head(nn.Module):
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(width, num_classes, kernel_size=1)
 
-    def forward(self, features: Sequence[Tensor]) -> Tensor:
-        """Map stage features to logits at the finest stage's resolution, ``(B, num_classes, h0, w0)``."""
+    def forward(self, features: Sequence[Tensor]) -> Tensor | DecoderOutput:
+        """Map stage features to logits at the finest stage's resolution, ``(B, num_classes, h0, w0)`` (with the
+        auxiliary logits in training when the head has one)."""
         size = features[0].shape[-2:]
         upsampled = [features[0]] + [
             F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]
         ]
         x = torch.cat(upsampled, dim=1)  # S x (B, C_s, h0, w0) -> (B, sum C_s, h0, w0)
-        return self.classifier(self.dropout(self.fuse(x)))
+        logits = self.classifier(self.dropout(self.fuse(x)))
+        if self.aux is not None and self.training:
+            return DecoderOutput(logits, self.aux(features[self.aux_index]))
+        return logits

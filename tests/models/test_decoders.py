@@ -23,6 +23,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 DECODERS = {
     "hrnetv2": (partial(HRNetV2Head, channels=32), "hrnet_w18_small", None, False),
+    "hrnetv2_aux": (partial(HRNetV2Head, channels=32, aux_index=2, aux_channels=16), "hrnet_w18_small", None, True),
     "ocr_hrnet": (partial(OCRHead, channels=32, key_channels=16), "hrnet_w18_small", None, True),
     "ocr_resnet": (partial(OCRHead, in_index=-1, aux_index=-2, channels=32, key_channels=16), "resnet18", 8, True),
     "deeplabv3": (partial(DeepLabV3Head, channels=32, aux_channels=16), "resnet18", 8, True),
