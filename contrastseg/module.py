@@ -374,10 +374,10 @@ class ContrastSegModule(LightningModule):
     def configure_callbacks(self) -> list[Any]:
         """A :class:`~contrastseg.callbacks.ContrastHealthMonitor` for runs with a contrastive term (see
         ``contrast_health``), unless the trainer has one already."""
-        from contrastseg.callbacks.health import ContrastHealthMonitor
+        from contrastseg.callbacks.health import MEMORY_TERMS, ContrastHealthMonitor
         from contrastseg.losses.contrastive import MultiScaleContrast
 
-        if not self.contrast_health or not any(isinstance(t, MultiScaleContrast) for t in self.losses):
+        if not self.contrast_health or not any(isinstance(t, (MultiScaleContrast, *MEMORY_TERMS)) for t in self.losses):
             return []
         if any(isinstance(c, ContrastHealthMonitor) for c in self.trainer.callbacks):
             return []  # the user's, with their options (a callback returned here would replace it)

@@ -19,8 +19,13 @@ from contrastseg.losses.health import (
     classes_with_positives,
     shared_classes,
 )
+from contrastseg.losses.memory import ClassMemory
+from contrastseg.losses.pixel_contrast import PixelContrast
+from contrastseg.losses.region_contrast import RegionContrast
 
 __all__ = ["ContrastHealthMonitor"]
+
+MEMORY_TERMS = (PixelContrast, RegionContrast)  # the Table 2 competitors: whole terms in the gradient figures
 
 
 class ContrastHealthMonitor(Callback):
@@ -49,6 +54,11 @@ class ContrastHealthMonitor(Callback):
     ``max_anchors`` below the number of pairs in most logged steps, and a resumed run whose process count changed
     (the anchors drawn per optimiser step change with it).
 
+    :class:`~contrastseg.losses.PixelContrast` and :class:`~contrastseg.losses.RegionContrast` terms count as
+    contrastive terms in the gradient figures (``grad_norm/<name>``, in the contrastive sum), and their
+    memories are logged: ``<name>/<memory>/entries`` and ``<name>/<memory>/classes`` (classes with an entry; a class
+    absent from the memory has no positives there).
+
     :class:`~contrastseg.ContrastSegModule` adds one with these defaults to every run with a contrastive term
     (``model.contrast_health: false`` turns that off); list it in ``trainer.callbacks`` to change them.
 
@@ -66,6 +76,7 @@ class ContrastHealthMonitor(Callback):
         self.grad_every_n_steps, self.max_anchors = int(grad_every_n_steps), int(max_anchors)
         self.warn_after_steps = int(warn_after_steps)
         self.terms: list[MultiScaleContrast] = []
+        self.memory_terms: list[PixelContrast | RegionContrast] = []
         self._warned: set[str] = set()
         self._world = self._saved_world = None
         self._probe, self._batches = False, 0
@@ -95,6 +106,7 @@ class ContrastHealthMonitor(Callback):
                       and t.loss is not None]
         for term in self.terms:
             term.loss.keep_anchors = True
+        self.memory_terms = [t for t in getattr(pl_module, "losses", []) if isinstance(t, MEMORY_TERMS)]
         if self._saved_world is not None and self._saved_world != trainer.world_size and self.terms:
             per_process = not any(t.gather_distributed for t in self.terms)
             rank_zero_warn(
@@ -115,7 +127,7 @@ class ContrastHealthMonitor(Callback):
         self._step_began = time.perf_counter()
         every = self.grad_every_n_steps
         # A count of batches, the same on every process (a measurement runs collectives under SyncBatchNorm).
-        self._probe = bool(self.terms) and every > 0 and self._batches % every == 0
+        self._probe = bool(self.terms or self.memory_terms) and every > 0 and self._batches % every == 0
         self._batches += 1
         if self._probe:
             pl_module.record_terms = True
@@ -126,15 +138,17 @@ class ContrastHealthMonitor(Callback):
         if not self._probe:
             return
         began = time.perf_counter()
-        pieces = {name: value for name, value in pl_module.recorded_terms.items()
-                  if not any(name == t.name for t in self.terms)}
+        contrastive = {t.name for t in self.terms} | {t.name for t in self.memory_terms}
+        pieces = {name: value for name, value in pl_module.recorded_terms.items() if name not in contrastive}
         contrast = {key: value for t in self.terms for key, value in t.pieces.items()}
+        contrast |= {t.name: pl_module.recorded_terms[t.name] for t in self.memory_terms
+                     if t.name in pl_module.recorded_terms}
         self._pending = gradient_figures(_shared_parameters(pl_module), pieces, contrast)
         self._monitor_s += time.perf_counter() - began
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self.terms:
+        if not self.terms and not self.memory_terms:
             return
         began = time.perf_counter()
         if self._probe:
@@ -157,6 +171,10 @@ class ContrastHealthMonitor(Callback):
         if logs_this_step(trainer):
             if trainer.is_global_zero:
                 logs |= self._figures(kept, prefix, pl_module.num_classes)
+                for term in self.memory_terms:
+                    for name, memory in _memories(term).items():
+                        logs[f"{term.name}/{name}/entries"] = memory.count.sum().float()
+                        logs[f"{term.name}/{name}/classes"] = (memory.count > 0).sum().float()
             self._window, self._window_steps = {}, 0
             self._check_warnings()
         self._monitor_s += time.perf_counter() - began
@@ -261,6 +279,11 @@ class ContrastHealthMonitor(Callback):
         if condition and key not in self._warned:
             self._warned.add(key)
             rank_zero_warn(message, category=UserWarning)
+
+
+def _memories(term: Any) -> dict[str, ClassMemory]:
+    """The term's memories by attribute name (``pixel_memory``, ...): empty for a term without one."""
+    return {name: m for name, m in vars(term).get("_modules", {}).items() if isinstance(m, ClassMemory)}
 
 
 def _tags(term: MultiScaleContrast, prefix: bool) -> list[str]:

@@ -154,3 +154,23 @@ def test_warns_when_a_resumed_run_has_another_process_count() -> None:
         monitor.on_train_start(trainer, module)
     monitor.on_train_end(trainer, module)
     assert not module.losses[1].loss.keep_anchors
+
+
+@pytest.mark.parametrize("term", ["PixelContrast", "RegionContrast"])
+def test_memory_terms_are_monitored_as_whole_contrastive_terms(tmp_path: Path, term: str) -> None:
+    import contrastseg.losses as losses
+
+    torch.manual_seed(0)
+    net = SegmentationModel(8, encoder=Encoder("resnet18"), decoder=partial(HRNetV2Head, channels=16))
+    module = ContrastSegModule(net, num_classes=8, losses=[CrossEntropy(), getattr(losses, term)(embedding_dim=16)])
+    trainer = _trainer(tmp_path, [ContrastHealthMonitor(grad_every_n_steps=2)], max_steps=3, log_every_n_steps=1)
+    trainer.fit(module, datamodule=_data())
+    keys = {k.removeprefix("train/contrast_health/") for r in _rows(tmp_path) for k, v in r.items()
+            if k.startswith("train/contrast_health/") and v}
+    name = module.losses[1].name
+    memory = "pixel_memory" if term == "PixelContrast" else "memory"
+    assert {f"grad_norm/{name}", "grad_norm/ce", "grad_norm/contrast", "grad_ratio", f"{name}/{memory}/entries",
+            f"{name}/{memory}/classes"} <= keys
+    entries = [float(r[f"train/contrast_health/{name}/{memory}/entries"]) for r in _rows(tmp_path)
+               if r.get(f"train/contrast_health/{name}/{memory}/entries")]
+    assert entries == sorted(entries) and entries[-1] > 0  # the memory fills step by step
