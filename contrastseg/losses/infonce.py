@@ -124,6 +124,7 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
         block = ctx.block
         n = scaled.shape[0]
         weight = inv_npos * (grad_out.float() / n)  # (N,) d total / d per-pair term of row i
+        need_cols = ctx.exclude_self or ctx.needs_input_grad[2]  # one set: its gradient includes the columns' part
         grad_rows_parts, grad_cols = [], None
         for r0 in range(0, n, block):
             r1 = min(r0 + block, n)
@@ -138,8 +139,9 @@ class _BlockwiseInfoNCE(torch.autograd.Function):
             p_neg = s.sub_(lse[r0:r1, None]).exp_().masked_fill_(same, 0.0)
             d_s = p_neg.mul_(g_pos.sum(dim=1, keepdim=True)).sub_(g_pos)  # dL/ds, (b, M)
             grad_rows_parts.append(d_s @ z_cols)  # (b, M) x (M, D) -> (b, D); times 1/t below
-            block_cols = d_s.T @ scaled[r0:r1]  # (M, b) x (b, D) -> (M, D), 1/t already in `scaled`
-            grad_cols = block_cols if grad_cols is None else grad_cols.add_(block_cols)
+            if need_cols:  # not for a detached contrast set such as a memory: one product of four saved
+                block_cols = d_s.T @ scaled[r0:r1]  # (M, b) x (b, D) -> (M, D), 1/t already in `scaled`
+                grad_cols = block_cols if grad_cols is None else grad_cols.add_(block_cols)
         grad_rows = _cat(grad_rows_parts).mul_(ctx.inv_t)
         return grad_rows, None, grad_cols, None, None, None, None
 

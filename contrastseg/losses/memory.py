@@ -124,9 +124,16 @@ class ClassMemory(nn.Module):
         return age < self.count[:, None]
 
     def contents(self) -> tuple[Tensor, Tensor]:
-        """Every stored entry and its class: ``(M, D)`` (a copy, safe to keep for autograd) and ``(M,)``."""
+        """Every stored entry and its class: ``(M, D)`` and ``(M,)``, class-major.
+
+        Once every queue is full (the steady state) the rows are a view of ``entries``, not a copy: a :meth:`push`
+        before the backward pass of a loss computed on them then fails autograd's in-place check (the terms push
+        in :meth:`~contrastseg.losses.LossTerm.after_backward`, after it).
+        """
+        classes = torch.arange(self.num_classes, device=self.entries.device)[:, None].expand(-1, self.size)
+        if bool((self.count == self.size).all()):  # one small host read; saves copying the memory every step
+            return self.entries.reshape(-1, self.dim), classes.reshape(-1)  # (C, size, D) -> (C*size, D), a view
         filled = self.slots()  # (C, size)
-        classes = torch.arange(self.num_classes, device=self.entries.device)[:, None].expand_as(filled)
         return self.entries[filled], classes[filled]  # (C, size, D)[mask] -> (M, D)
 
     def queue(self, cls: int) -> Tensor:

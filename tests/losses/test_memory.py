@@ -109,3 +109,12 @@ def test_every_process_holds_the_same_memory_under_ddp(tmp_path) -> None:
         batches = [memory_worker.rows_of(rank, step) for rank in range(2)]
         single.push(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
     assert torch.equal(ranks[0]["entries"], single.entries)
+
+
+def test_a_full_memory_is_read_without_a_copy() -> None:
+    memory = ClassMemory(num_classes=2, size=3, dim=2)
+    memory.push(torch.randn(4, 2), torch.tensor([0, 0, 0, 1]))
+    assert memory.contents()[0].shape[0] == 4  # not full: the filled slots only
+    memory.push(torch.randn(2, 2), torch.tensor([1, 1]))
+    rows, classes = memory.contents()
+    assert rows.data_ptr() == memory.entries.data_ptr() and classes.tolist() == [0, 0, 0, 1, 1, 1]
