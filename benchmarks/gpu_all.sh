@@ -6,8 +6,10 @@
 #   4. benchmarks.camvid_comparison (contrastseg compare): 3 seeds x 2 arms trained at once, stopped at the time
 #      left, scored at the last epoch every run validated and at equal training time per seed.
 #   (and benchmarks.infonce_kernels: the fused Triton terms against the PyTorch ones, per term)
+#   (and, with PARTS including table2, benchmarks.table2_losses: the Table 2 competitor terms against their
+#   released code, at the paper's shapes)
 # Usage: bash benchmarks/gpu_all.sh OUTDIR      (env: CONTRASTSEG_CAMVID, BUDGET_S=total seconds, *_ARGS to shrink,
-#        PARTS: a subset of "loss losssplit kernels step stepamp tests camvid", default all)
+#        PARTS: a subset of "loss losssplit kernels table2 step stepamp tests camvid", default all but table2)
 set -u -o pipefail
 out=${1:?usage: gpu_all.sh OUTDIR}
 mkdir -p "$out"
@@ -44,6 +46,9 @@ if has losssplit; then
 fi
 if has kernels; then
   run_part "InfoNCE kernels" 90 python3 -m benchmarks.infonce_kernels ${KERNEL_ARGS:---split} 2>&1 | tee "$out/infonce_kernels.txt"
+fi
+if has table2; then
+  run_part "Table 2 terms" 150 python3 -m benchmarks.table2_losses ${TABLE2_ARGS:-} 2>&1 | tee "$out/table2_losses.txt"
 fi
 if has step; then
   run_part "train step" 170 python3 -m benchmarks.train_step ${STEP_ARGS:-} 2>&1 | tee "$out/train_step.txt"

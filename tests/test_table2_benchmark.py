@@ -14,6 +14,7 @@ from contrastseg.models.segmentation import SegOutput
 TEMPERATURE, BASE_TEMPERATURE = t2.PIXEL["temperature"], t2.PIXEL["base_temperature"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("term", t2.TERMS)
 def test_every_measurement_runs(term) -> None:
     cases = [("Cityscapes-like", 2, 512, 1024, 19)] + ([("ADE20K-like", 1, 512, 512, 150)] if term == "region" else [])
