@@ -138,7 +138,7 @@ class PixelContrast(LossTerm):
         self.projector: Projector | None = None
         self.pixel_memory: ClassMemory | None = None
         self.region_memory: ClassMemory | None = None
-        self._pending: tuple[Tensor, Tensor] | None = None
+        self._pending: list[tuple[ClassMemory, Tensor, Tensor]] | None = None
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
@@ -186,7 +186,7 @@ class PixelContrast(LossTerm):
                                           temperature=self.temperature, backend=self.backend)
             loss = loss + emb.reshape(-1)[:0].float().sum()  # graph-connected when there are no anchors
             if self.training:
-                self._pending = (emb.detach(), labels)
+                self._pending = self._memory_rows(emb.detach(), labels)
         else:
             loss = supervised_infonce(anchors, anchor_labels, normalized=True, temperature=self.temperature,
                                       backend=self.backend)
@@ -206,18 +206,23 @@ class PixelContrast(LossTerm):
             rows, labels = torch.cat([rows, region_rows]), torch.cat([labels, region_labels])  # (M, d), (M,)
         return rows, labels
 
-    def after_backward(self) -> None:
-        """Add this step's pixels and regions to the memories (all processes' rows; every process calls it)."""
-        if self._pending is None:
-            return
-        emb, labels = self._pending
-        self._pending = None
+    @torch.no_grad()
+    def _memory_rows(self, emb: Tensor, labels: Tensor) -> list[tuple[ClassMemory, Tensor, Tensor]]:
+        """This step's rows for each memory, as ``(memory, rows, classes)``: ``pixels_per_update`` random pixels per
+        image and class, and the class mean of each image's normalised embeddings, normalised again (as [36]).
+        Computed in the forward pass so that the embedding map is not kept until the backward pass ends."""
         index, pixel_labels = sample_pixels_per_pair(labels, self.pixels_per_update, ignore_index=self.ignore_index)
-        self.pixel_memory.push(l2_normalize(gather_pixels(emb, index)), pixel_labels)
+        out = [(self.pixel_memory, l2_normalize(gather_pixels(emb, index)), pixel_labels)]
         if self.region_memory is not None:
-            # [36]: the mean of the normalised pixel embeddings of each image and class, normalised again
             b, d, h, w = emb.shape
             unit = l2_normalize(emb.permute(0, 2, 3, 1).reshape(-1, d))  # (B, d, h, w) -> (B*h*w, d)
             unit = unit.reshape(b, h, w, d).permute(0, 3, 1, 2)  # -> (B, d, h, w)
             means, region_labels, _ = region_embeddings(unit, labels, ignore_index=self.ignore_index)
-            self.region_memory.push(l2_normalize(means), region_labels)
+            out.append((self.region_memory, l2_normalize(means), region_labels))
+        return out
+
+    def after_backward(self) -> None:
+        """Add this step's pixels and regions to the memories (all processes' rows; every process calls it)."""
+        pending, self._pending = self._pending, None
+        for memory, rows, labels in pending or []:
+            memory.push(rows, labels)
