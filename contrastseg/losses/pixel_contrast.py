@@ -31,33 +31,24 @@ import torch
 from torch import Tensor
 
 from contrastseg.errors import ConfigError
-from contrastseg.losses.base import LossContext, LossTerm, TermOutput
+from contrastseg.losses.base import LossContext, TermOutput
 from contrastseg.losses.checks import check_temperature
-from contrastseg.losses.contrastive import Projector
 from contrastseg.losses.gather import gather_pixels
 from contrastseg.losses.hard_sampling import sample_hard_anchor_indices
-from contrastseg.losses.infonce import check_backend, l2_normalize, supervised_infonce
+from contrastseg.losses.infonce import l2_normalize, supervised_infonce
+from contrastseg.losses.map_term import MapContrastTerm
 from contrastseg.losses.memory import ClassMemory
 from contrastseg.losses.multiscale import downsample_labels
 from contrastseg.losses.pairs import region_embeddings, sample_pixels_per_pair
 from contrastseg.losses.semi_hard import select_semi_hard, selected_infonce
-from contrastseg.models.layers import resize
 from contrastseg.models.segmentation import SegOutput
 
-__all__ = ["PixelContrast", "embedding_map"]
+__all__ = ["PixelContrast"]
 
 NEGATIVES = ("all", "semi_hard")
 
 
-def embedding_map(features: Sequence[Tensor], stages: Sequence[int]) -> Tensor:
-    """The stages ``stages`` of ``features`` resized (bilinear) to the first one's size and concatenated:
-    ``(B, sum C_s, h, w)``."""
-    size = features[stages[0]].shape[-2:]
-    maps = [resize(features[s], size) for s in stages]
-    return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)  # (B, C_s, h, w) each -> (B, sum C_s, h, w)
-
-
-class PixelContrast(LossTerm):
+class PixelContrast(MapContrastTerm):
     """Pixel-to-pixel and pixel-to-region contrast with class-wise memories ([36]).
 
     Args:
@@ -83,8 +74,6 @@ class PixelContrast(LossTerm):
         name: log name.
     """
 
-    train_only = True
-
     def __init__(
         self,
         *,
@@ -108,62 +97,41 @@ class PixelContrast(LossTerm):
         weight: float = 0.1,
         name: str = "pixel_contrast",
     ) -> None:
-        super().__init__(name=name, weight=weight)
+        super().__init__(stages=stages, embedding_dim=embedding_dim, projector_depth=projector_depth,
+                         temperature=temperature, backend=backend, weight=weight, name=name,
+                         counts=dict(max_samples=max_samples, max_views=max_views, memory_size=memory_size,
+                                     pixels_per_update=pixels_per_update, semi_hard_positives=semi_hard_positives,
+                                     semi_hard_negatives=semi_hard_negatives))
         try:
-            check_temperature(temperature)
             check_temperature(base_temperature)
-            check_backend(backend)
         except ValueError as err:
-            raise ConfigError(f"{name}: {err}") from err
+            raise ConfigError(f"{name}: base_{err}") from err
         if negatives not in NEGATIVES:
             raise ConfigError(f"{name}.negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
         if not 0 < semi_hard_fraction <= 1:
             raise ConfigError(f"{name}.semi_hard_fraction must be in (0, 1], got {semi_hard_fraction}")
         if negatives == "semi_hard" and not memory:
             raise ConfigError(f"{name}: negatives='semi_hard' selects memory negatives; it needs memory=true")
-        for key, value in (("max_samples", max_samples), ("max_views", max_views), ("memory_size", memory_size),
-                           ("pixels_per_update", pixels_per_update), ("embedding_dim", embedding_dim),
-                           ("semi_hard_positives", semi_hard_positives), ("semi_hard_negatives", semi_hard_negatives)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}.{key} must be a positive integer, got {value!r}")
-        self.stages_option = None if stages is None else list(stages)
-        self.embedding_dim, self.projector_depth = embedding_dim, projector_depth
-        self.temperature, self.base_temperature = float(temperature), float(base_temperature)
+        self.base_temperature = float(base_temperature)
         self.max_samples, self.max_views = max_samples, max_views
         self.use_memory, self.memory_size, self.pixels_per_update = memory, memory_size, pixels_per_update
         self.use_region_memory, self.negatives, self.semi_hard_fraction = region_memory, negatives, semi_hard_fraction
         self.semi_hard_positives, self.semi_hard_negatives = semi_hard_positives, semi_hard_negatives
-        self.backend, self.start_step = backend, int(start_step)
+        self.start_step = int(start_step)
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
-        self.projector: Projector | None = None
         self.pixel_memory: ClassMemory | None = None
         self.region_memory: ClassMemory | None = None
         self._pending: list[tuple[ClassMemory, Tensor, Tensor]] | None = None
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
-        n = len(context.feature_channels)
-        if n == 0:
-            raise ConfigError(f"{type(self).__name__} needs a model that exposes feature_channels/feature_strides")
-        stages = list(range(n)) if self.stages_option is None else self.stages_option
-        if not stages or any(not 0 <= s < n for s in stages):
-            raise ConfigError(f"{self.name}.stages={stages}: the model has feature stages 0..{n - 1}")
-        self.stages = stages
-        channels = sum(context.feature_channels[s] for s in stages)
-        self.projector = Projector(channels, self.embedding_dim, depth=self.projector_depth)
         if self.use_memory:
             make = dict(num_classes=context.num_classes, size=self.memory_size, dim=self.embedding_dim)
             self.pixel_memory = ClassMemory(**make)
             self.region_memory = ClassMemory(**make) if self.use_region_memory else None
 
-    def embed(self, features: Sequence[Tensor]) -> Tensor:
-        """Projected (not normalised) embeddings ``(B, d, h, w)`` at the first used stage's resolution."""
-        return self.projector(embedding_map(features, self.stages))
-
     def forward(self, output: SegOutput, target: Tensor) -> TermOutput:
         """[36]'s loss on ``output.features`` and the predictions ``output.logits`` against labels ``(B, H, W)``."""
-        if self.projector is None:
-            raise RuntimeError(f"{type(self).__name__}.bind() must run before forward (ContrastSegModule does it)")
         self._pending = None  # only a training forward leaves rows for after_backward
         emb = self.embed(output.features)
         size = emb.shape[-2:]

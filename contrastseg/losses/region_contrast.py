@@ -59,14 +59,12 @@ import torch
 from torch import Tensor
 
 from contrastseg.errors import ConfigError
-from contrastseg.losses.base import LossContext, LossTerm, TermOutput
-from contrastseg.losses.checks import check_temperature
-from contrastseg.losses.contrastive import Projector
-from contrastseg.losses.infonce import check_backend, l2_normalize, supervised_infonce
+from contrastseg.losses.base import LossContext, TermOutput
+from contrastseg.losses.infonce import l2_normalize, supervised_infonce
+from contrastseg.losses.map_term import MapContrastTerm
 from contrastseg.losses.memory import ClassMemory
 from contrastseg.losses.multiscale import downsample_labels
 from contrastseg.losses.pairs import region_embeddings
-from contrastseg.losses.pixel_contrast import embedding_map
 from contrastseg.models.segmentation import SegOutput
 
 __all__ = ["RegionContrast"]
@@ -74,7 +72,7 @@ __all__ = ["RegionContrast"]
 REGION_LABELS = ("gt", "prediction")
 
 
-class RegionContrast(LossTerm):
+class RegionContrast(MapContrastTerm):
     """Region-centre contrast against a class-wise memory of region centres ([15]).
 
     For the batch's ``R`` region centres ``r_i`` (per image and class, L2-normalised) of classes ``c_i``
@@ -105,8 +103,6 @@ class RegionContrast(LossTerm):
         name: log name.
     """
 
-    train_only = True
-
     def __init__(
         self,
         *,
@@ -121,49 +117,21 @@ class RegionContrast(LossTerm):
         weight: float = 0.1,
         name: str = "region_contrast",
     ) -> None:
-        super().__init__(name=name, weight=weight)
-        try:
-            check_temperature(temperature)
-            check_backend(backend)
-        except ValueError as err:
-            raise ConfigError(f"{name}: {err}") from err
+        super().__init__(stages=stages, embedding_dim=embedding_dim, projector_depth=projector_depth,
+                         temperature=temperature, backend=backend, weight=weight, name=name,
+                         counts=dict(memory_size=memory_size))
         if region_labels not in REGION_LABELS:
             raise ConfigError(f"{name}.region_labels must be one of {', '.join(REGION_LABELS)}, "
                               f"got {region_labels!r}")
-        for key, value in (("memory_size", memory_size), ("embedding_dim", embedding_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}.{key} must be a positive integer, got {value!r}")
-        if not isinstance(projector_depth, int) or isinstance(projector_depth, bool) or projector_depth < 0:
-            raise ConfigError(f"{name}.projector_depth must be a non-negative integer, "
-                              f"got {projector_depth!r}")
         if not isinstance(include_batch, bool):
             raise ConfigError(f"{name}.include_batch must be true or false, got {include_batch!r}")
-        self.stages_option = None if stages is None else list(stages)
-        self.embedding_dim, self.projector_depth = embedding_dim, projector_depth
-        self.temperature, self.memory_size = float(temperature), memory_size
-        self.region_labels, self.include_batch, self.backend = region_labels, include_batch, backend
-        self.projector: Projector | None = None
+        self.memory_size, self.region_labels, self.include_batch = memory_size, region_labels, include_batch
         self.memory: ClassMemory | None = None
         self._pending: tuple[Tensor, Tensor] | None = None
 
     def bind(self, context: LossContext) -> None:
         super().bind(context)
-        n = len(context.feature_channels)
-        if n == 0:
-            raise ConfigError(f"{type(self).__name__} needs a model that exposes "
-                              "feature_channels/feature_strides")
-        stages = list(range(n)) if self.stages_option is None else self.stages_option
-        if not stages or any(not 0 <= s < n for s in stages):
-            raise ConfigError(f"{self.name}.stages={stages}: the model has feature stages 0..{n - 1}")
-        self.stages = stages
-        channels = sum(context.feature_channels[s] for s in stages)
-        self.projector = Projector(channels, self.embedding_dim, depth=self.projector_depth)
-        self.memory = ClassMemory(num_classes=context.num_classes, size=self.memory_size,
-                                  dim=self.embedding_dim)
-
-    def embed(self, features: Sequence[Tensor]) -> Tensor:
-        """Projected (not normalised) embeddings ``(B, d, h, w)`` at the first used stage's resolution."""
-        return self.projector(embedding_map(features, self.stages))
+        self.memory = ClassMemory(num_classes=context.num_classes, size=self.memory_size, dim=self.embedding_dim)
 
     def region_centres(self, output: SegOutput, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The embeddings ``(B, d, h, w)``, the unit region centres ``(R, d)`` (float32) and their classes
@@ -180,9 +148,6 @@ class RegionContrast(LossTerm):
 
     def forward(self, output: SegOutput, target: Tensor) -> TermOutput:
         """``L_mem`` (plus ``L_batch``) on ``output.features`` against labels ``(B, H, W)``."""
-        if self.projector is None:
-            raise RuntimeError(f"{type(self).__name__}.bind() must run before forward "
-                               "(ContrastSegModule does it)")
         emb, centres, classes = self.region_centres(output, target)
         rows, row_classes = self.memory.contents()  # (M, d) detached, (M,)
         loss = supervised_infonce(centres, classes, rows, row_classes, normalized=True,
