@@ -248,7 +248,8 @@ def test_top_level_help_describes_contrastseg_and_every_command_in_one_line() ->
         assert command in text, command
 
 
-@pytest.mark.parametrize("command", ["fit", "validate", "test", "predict"])
+@pytest.mark.parametrize("command", ["fit", *(pytest.param(c, marks=pytest.mark.slow)  # the same parser: one by default
+                                              for c in ("validate", "test", "predict"))])
 def test_command_help_is_short_and_lists_our_classes(command: str) -> None:
     """fit --help printed 2,050 lines, 1,447 of them every torch.nn.Module subclass for model.net."""
     result = _run(command, "--help")

@@ -156,7 +156,8 @@ def test_warns_when_a_resumed_run_has_another_process_count() -> None:
     assert not module.losses[1].loss.keep_anchors
 
 
-@pytest.mark.parametrize("term", ["PixelContrast", pytest.param("RegionContrast", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("term", ["PixelContrast", "RegionContrast"])
 def test_memory_terms_are_monitored_as_whole_contrastive_terms(tmp_path: Path, term: str) -> None:
     import contrastseg.losses as losses
 
