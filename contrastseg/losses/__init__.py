@@ -14,6 +14,7 @@ from contrastseg.losses.cross_entropy import CrossEntropy
 from contrastseg.losses.health import alignment_uniformity
 from contrastseg.losses.infonce import l2_normalize, supervised_infonce
 from contrastseg.losses.lovasz import LovaszSoftmax
+from contrastseg.losses.map_term import MapContrastTerm
 from contrastseg.losses.memory import ClassMemory
 from contrastseg.losses.multiscale import (
     ContrastiveLossOutput,
@@ -33,7 +34,7 @@ from contrastseg.losses.sampling import (
 )
 
 __all__ = [
-    "AnchorBudgetWarning", "ClassMemory", "ContrastiveLossOutput", "CrossEntropy", "LossContext", "LossTerm", "LovaszSoftmax",
+    "AnchorBudgetWarning", "ClassMemory", "ContrastiveLossOutput", "CrossEntropy", "LossContext", "LossTerm", "LovaszSoftmax", "MapContrastTerm",
     "MultiScaleContrast", "MultiScaleContrastiveLoss", "OhemCrossEntropy", "PixelContrast", "PresampledAnchors", "Projector", "RegionContrast",
     "TermOutput", "alignment_uniformity", "downsample_labels", "gather_pixels", "l2_normalize", "ohem_cross_entropy", "sample_anchor_indices",
     "sample_anchor_indices_multiscale", "sample_balanced_anchors", "supervised_infonce",

@@ -27,7 +27,7 @@ def embedding_map(features: Sequence[Tensor], stages: Sequence[int]) -> Tensor:
 
 
 class MapContrastTerm(LossTerm):
-    """Base of the contrastive terms on one embedded map: options, checks, the projector built in :meth:`bind`.
+    """Base of the contrastive terms on one embedded map: options, checks, and the projector, built in ``bind``.
 
     Args:
         stages: feature stages, resized to the first listed and concatenated (``None``: all).
