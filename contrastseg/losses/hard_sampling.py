@@ -15,10 +15,10 @@ from torch import Tensor
 
 from contrastseg.losses.checks import check_integer_labels
 
-__all__ = ["sample_hard_anchor_indices"]
+__all__ = ["run_ranks", "sample_hard_anchor_indices"]
 
 
-def _run_ranks(sorted_keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def run_ranks(sorted_keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """For sorted keys: the rank of every entry within its run of equal keys, each entry's run, the run sizes."""
     _, run, sizes = torch.unique_consecutive(sorted_keys, return_inverse=True, return_counts=True)
     starts = torch.cumsum(sizes, 0) - sizes  # (R,)
@@ -77,8 +77,8 @@ def sample_hard_anchor_indices(
     order = torch.sort(kind_key, stable=True).indices
     pixel, y, pair_key, kind_key = pixel[perm][order], y[perm][order], pair_key[order], kind_key[order]
     is_easy = (kind_key % 2).bool()
-    rank, _, _ = _run_ranks(kind_key)  # (P,) rank within its (pair, kind) run
-    _, pair, pair_size = _run_ranks(pair_key)  # (P,) its pair; (R,) pixels per pair
+    rank, _, _ = run_ranks(kind_key)  # (P,) rank within its (pair, kind) run
+    _, pair, pair_size = run_ranks(pair_key)  # (P,) its pair; (R,) pixels per pair
     n_easy = torch.zeros_like(pair_size).index_add_(0, pair, is_easy.long())  # (R,)
     n_hard = pair_size - n_easy
     eligible = pair_size > max_views  # (R,)

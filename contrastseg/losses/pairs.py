@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from contrastseg.losses.checks import check_integer_labels
+from contrastseg.losses.hard_sampling import run_ranks
 
 __all__ = ["region_embeddings", "sample_pixels_per_pair"]
 
@@ -72,8 +73,6 @@ def sample_pixels_per_pair(labels: Tensor, per_pair: int, *, ignore_index: int =
     perm = torch.randperm(pixel.numel(), generator=generator, device=device).to(pixel.device)
     order = torch.sort(key[perm], stable=True).indices  # pairs in key order, random order within a pair
     chosen = perm[order]
-    _, sizes = torch.unique_consecutive(key[chosen], return_counts=True)
-    starts = torch.cumsum(sizes, 0) - sizes
-    rank = torch.arange(chosen.numel(), device=pixel.device) - torch.repeat_interleave(starts, sizes)
+    rank, _, _ = run_ranks(key[chosen])  # (P,) rank within its pair
     chosen = chosen[rank < per_pair]
     return pixel[chosen], y[chosen]
