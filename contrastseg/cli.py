@@ -30,7 +30,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from contrastseg._compat import drop_wandb_anonymous
-from contrastseg.callbacks.checkpoint import check_checkpoint, run_folder, runs_folder, version_folder
+from contrastseg.callbacks.checkpoint import check_checkpoint
 from contrastseg.callbacks.progress import LineProgress
 from contrastseg.cli_help import DESCRIPTION, EPILOG, ContrastSegTrainer, ShortHelpFormatter
 from contrastseg.data.base import SegmentationDataModule
@@ -45,6 +45,9 @@ from contrastseg.runs import (
     claim_version,
     config_differences,
     launch_rank_zero,
+    run_folder,
+    runs_folder,
+    version_folder,
 )
 
 __all__ = ["ContrastSegCLI", "expand_configs", "main"]

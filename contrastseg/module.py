@@ -25,6 +25,7 @@ from contrastseg.losses.cross_entropy import CrossEntropy
 from contrastseg.losses.memory import ClassMemory
 from contrastseg.models.segmentation import SegmentationNet, SegOutput, predict_classes
 from contrastseg.optim import PolyLR
+from contrastseg.runs import run_folder
 
 __all__ = ["ContrastSegModule"]
 
@@ -301,10 +302,6 @@ class ContrastSegModule(LightningModule):
         groups = group_miou(scores, self.class_groups)
         metrics |= {f"{stage}/mIoU_{n}": v for n, v in groups.items() if v == v}  # NaN: nothing of the group seen
         self.log_dict(metrics, sync_dist=True)
-        from contrastseg.callbacks.checkpoint import (
-            run_folder,  # here: contrastseg.callbacks imports this module
-        )
-
         # The run folder (beside checkpoints/, for every logger) is broadcast from rank 0: every process must ask,
         # not only rank 0 (or DDP deadlocks). Without a logger there is no run folder, and nothing is written.
         folder = None if self.trainer.sanity_checking or not self.trainer.loggers else run_folder(self.trainer)

@@ -22,10 +22,9 @@ from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from contrastseg.callbacks.checkpoint import last_checkpoints, runs_folder, version_folder
 from contrastseg.errors import ConfigError
 from contrastseg.evaluation.collect import saved_logger_name
-from contrastseg.runs import BOOKKEEPING, config_differences
+from contrastseg.runs import BOOKKEEPING, config_differences, last_checkpoints, runs_folder, version_folder
 
 # Where LoggerSaveConfigCallback stores the run's resolved config inside every checkpoint.
 CONFIG_KEY = "contrastseg_config"

@@ -1,4 +1,5 @@
-"""What makes two runs the same run, and claiming a new run's folder so that no two runs share one.
+"""Run folders: where a run keeps its checkpoints and metric files, what makes two runs the same run, and claiming
+a new run's folder so that no two runs share one.
 
 ``--ckpt_path last`` may only continue a run trained with the same resolved config (seed included): a seed sweep
 whose every job passes ``--ckpt_path last`` (``experiments/slurm.sh``) must give one run per seed, not one run
@@ -14,14 +15,15 @@ number when it exists.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 
 __all__ = [
-    "BOOKKEEPING", "EVALUATION_BOOKKEEPING", "EVALUATION_KEYS", "claim_version", "config_differences", "launch_rank_zero",
+    "BOOKKEEPING", "EVALUATION_BOOKKEEPING", "EVALUATION_KEYS", "claim_version", "config_differences",
+    "find_last_checkpoint", "last_checkpoints", "launch_rank_zero", "run_folder", "runs_folder", "version_folder",
 ]
 
 # Keys that do not change what a run trains: how it is started, logged, shown, checkpointed and how fast data is
@@ -108,3 +110,67 @@ def claim_version(runs: Path) -> int:
             return n
         except FileExistsError:
             n += 1
+
+
+def runs_folder(trainer: Any) -> Path | None:
+    """``<save_dir>/<name>`` of the first logger, which holds one folder per run (``None`` without a logger).
+
+    Args:
+        trainer: the Lightning trainer.
+    """
+    if not trainer.loggers:
+        return None
+    logger = trainer.loggers[0]
+    return Path(logger.save_dir if logger.save_dir is not None else trainer.default_root_dir) / str(logger.name)
+
+
+def version_folder(version: int | str) -> str:
+    """The folder name of a logger version, as ``ModelCheckpoint`` and the loggers spell it (``3`` -> ``version_3``).
+
+    Args:
+        version: the logger's version (an int) or run id (a string, kept as is).
+    """
+    return version if isinstance(version, str) else f"version_{version}"
+
+
+def run_folder(trainer: Any) -> str:
+    """The run's folder: the one ``ModelCheckpoint`` puts its default ``checkpoints/`` folder in.
+
+    That is ``<save_dir>/<name>/<version>`` of the first logger for every logger (for W&B:
+    ``<save_dir>/<project>/<run id>``), and the trainer's ``default_root_dir`` without one. Unlike
+    ``trainer.log_dir`` (the shared ``save_dir`` for W&B), no two runs share it. Call it on every process: rank 0's
+    answer is broadcast.
+    """
+    runs = runs_folder(trainer)
+    if runs is not None:  # the rule of ModelCheckpoint.__resolve_ckpt_dir
+        folder = os.path.join(runs, version_folder(trainer.loggers[0].version))
+    else:
+        folder = str(trainer.default_root_dir)
+    return trainer.strategy.broadcast(folder)
+
+
+def last_checkpoints(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
+                     accept: Callable[[Path], bool] | None = None) -> list[Path]:
+    """Every ``last*.ckpt`` of a run name, newest first.
+
+    Args:
+        runs: the run name's folder (``<save_dir>/<name>``): every ``<runs>/*/checkpoints/`` is searched.
+        folders: further checkpoint folders (a checkpoint callback's explicit ``dirpath``).
+        accept: optional ``run folder -> bool`` that rejects version folders of another run (W&B projects hold
+            the folders of every run in the project).
+
+    Returns:
+        The existing checkpoints by modification time, newest first.
+    """
+    found = Path(runs).glob("*/checkpoints/last*.ckpt") if runs is not None else ()
+    candidates = [p for p in found if accept is None or accept(p.parent.parent)]
+    candidates += [p for folder in folders for p in Path(folder).glob("last*.ckpt")]
+    candidates = list(dict.fromkeys(p for p in candidates if p.is_file()))
+    return sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def find_last_checkpoint(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
+                         accept: Callable[[Path], bool] | None = None) -> Path | None:
+    """The most recently written ``last*.ckpt`` of a run name, or ``None`` (see :func:`last_checkpoints`)."""
+    candidates = last_checkpoints(runs, folders=folders, accept=accept)
+    return candidates[0] if candidates else None

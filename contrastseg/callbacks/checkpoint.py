@@ -1,5 +1,5 @@
-"""Checkpoints that survive faults: atomic writes, a ``last.ckpt`` kept fresh during and at the end of a run, and
-the run folder where both checkpoints and metric files live, for any logger."""
+"""Checkpoints that survive faults: atomic writes and a ``last.ckpt`` kept fresh during and at the end of a run.
+The run folder they live in is :func:`contrastseg.runs.run_folder`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import os
 import pickle
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from contrastseg.errors import CheckpointError, ConfigError
 
-__all__ = [
-    "AtomicCheckpointIO", "LastCheckpoint", "check_checkpoint", "find_last_checkpoint", "last_checkpoints", "run_folder", "runs_folder",
-    "version_folder",
-]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "check_checkpoint"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -161,67 +157,3 @@ class LastCheckpoint(ModelCheckpoint):
         # ModelCheckpoint would also write an "epoch=..-step=.." copy; the fresh last.ckpt is all a resume needs.
         if self._should_save_on_exception(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-
-def runs_folder(trainer: Any) -> Path | None:
-    """``<save_dir>/<name>`` of the first logger, which holds one folder per run (``None`` without a logger).
-
-    Args:
-        trainer: the Lightning trainer.
-    """
-    if not trainer.loggers:
-        return None
-    logger = trainer.loggers[0]
-    return Path(logger.save_dir if logger.save_dir is not None else trainer.default_root_dir) / str(logger.name)
-
-
-def version_folder(version: int | str) -> str:
-    """The folder name of a logger version, as ``ModelCheckpoint`` and the loggers spell it (``3`` -> ``version_3``).
-
-    Args:
-        version: the logger's version (an int) or run id (a string, kept as is).
-    """
-    return version if isinstance(version, str) else f"version_{version}"
-
-
-def run_folder(trainer: Any) -> str:
-    """The run's folder: the one ``ModelCheckpoint`` puts its default ``checkpoints/`` folder in.
-
-    That is ``<save_dir>/<name>/<version>`` of the first logger for every logger (for W&B:
-    ``<save_dir>/<project>/<run id>``), and the trainer's ``default_root_dir`` without one. Unlike
-    ``trainer.log_dir`` (the shared ``save_dir`` for W&B), no two runs share it. Call it on every process: rank 0's
-    answer is broadcast.
-    """
-    runs = runs_folder(trainer)
-    if runs is not None:  # the rule of ModelCheckpoint.__resolve_ckpt_dir
-        folder = os.path.join(runs, version_folder(trainer.loggers[0].version))
-    else:
-        folder = str(trainer.default_root_dir)
-    return trainer.strategy.broadcast(folder)
-
-
-def last_checkpoints(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
-                     accept: Callable[[Path], bool] | None = None) -> list[Path]:
-    """Every ``last*.ckpt`` of a run name, newest first.
-
-    Args:
-        runs: the run name's folder (``<save_dir>/<name>``): every ``<runs>/*/checkpoints/`` is searched.
-        folders: further checkpoint folders (a checkpoint callback's explicit ``dirpath``).
-        accept: optional ``run folder -> bool`` that rejects version folders of another run (W&B projects hold
-            the folders of every run in the project).
-
-    Returns:
-        The existing checkpoints by modification time, newest first.
-    """
-    found = Path(runs).glob("*/checkpoints/last*.ckpt") if runs is not None else ()
-    candidates = [p for p in found if accept is None or accept(p.parent.parent)]
-    candidates += [p for folder in folders for p in Path(folder).glob("last*.ckpt")]
-    candidates = list(dict.fromkeys(p for p in candidates if p.is_file()))
-    return sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-def find_last_checkpoint(runs: str | Path | None, *, folders: Iterable[str | Path] = (),
-                         accept: Callable[[Path], bool] | None = None) -> Path | None:
-    """The most recently written ``last*.ckpt`` of a run name, or ``None`` (see :func:`last_checkpoints`)."""
-    candidates = last_checkpoints(runs, folders=folders, accept=accept)
-    return candidates[0] if candidates else None

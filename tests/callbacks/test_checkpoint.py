@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from contrastseg.callbacks import AtomicCheckpointIO
-from contrastseg.callbacks.checkpoint import runs_folder, version_folder
+from contrastseg.runs import runs_folder, version_folder
 
 
 def test_save_and_load(tmp_path: Path) -> None:
