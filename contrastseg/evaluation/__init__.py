@@ -10,16 +10,9 @@ from contrastseg.evaluation.inference import (
     multiscale_flip_inference,
     slide_inference,
 )
-from contrastseg.evaluation.metrics import (
-    SegScores,
-    confusion_matrix,
-    group_miou,
-    scores_from_confusion,
-    scores_table,
-)
+from contrastseg.evaluation.metrics import SegScores, group_miou, scores_from_confusion, scores_table
 
 __all__ = [
-    "ADE20K_SCALES", "CITYSCAPES_SCALES", "EvalConfig", "SegScores", "compare_paired", "confusion_matrix", "group_miou",
-    "infer", "multiscale_flip_inference", "paired_bootstrap_ci", "scores_from_confusion", "scores_table",
-    "slide_inference",
+    "ADE20K_SCALES", "CITYSCAPES_SCALES", "EvalConfig", "SegScores", "compare_paired", "group_miou", "infer",
+    "multiscale_flip_inference", "paired_bootstrap_ci", "scores_from_confusion", "scores_table", "slide_inference",
 ]

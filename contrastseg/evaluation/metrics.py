@@ -16,24 +16,7 @@ import torch
 from rich.table import Table
 from torch import Tensor
 
-__all__ = ["SegScores", "confusion_matrix", "group_miou", "scores_from_confusion", "scores_table", "write_scores"]
-
-
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
-    """Count ``(target, pred)`` pairs over labelled pixels.
-
-    Args:
-        pred: predicted class per pixel, any shape.
-        target: label per pixel, same shape; ``ignore_index`` pixels are skipped.
-        num_classes: number of classes ``C``.
-        ignore_index: label value to skip.
-
-    Returns:
-        ``(C, C)`` int64 matrix, rows = true class, columns = predicted class.
-    """
-    valid = target != ignore_index
-    index = target[valid].long() * num_classes + pred[valid].long()  # (N,) flat (true, pred) pair index
-    return torch.bincount(index, minlength=num_classes * num_classes).view(num_classes, num_classes)
+__all__ = ["SegScores", "group_miou", "scores_from_confusion", "scores_table", "write_scores"]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
 
-from contrastseg.evaluation import confusion_matrix, scores_from_confusion, scores_table
+from contrastseg.evaluation import scores_from_confusion, scores_table
 
 
 def _np_confusion(pred: np.ndarray, target: np.ndarray, c: int) -> np.ndarray:
@@ -22,13 +23,15 @@ def _np_scores(cm: np.ndarray):
 
 
 def test_confusion_and_scores_match_numpy() -> None:
+    """The matrix as ContrastSegModule accumulates it (torchmetrics, ignore 255) and the scores read from it."""
     rng = np.random.default_rng(0)
     target = rng.integers(0, 6, size=(3, 17, 23))
     target[rng.random(target.shape) < 0.2] = 255
     target[target == 4] = 1  # class 4 absent from the labels ...
     pred = rng.integers(0, 6, size=target.shape)
     pred[pred == 5] = 0  # ... class 5 absent from the predictions
-    cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 6)
+    cm = MulticlassConfusionMatrix(6, ignore_index=255, validate_args=False)(torch.from_numpy(pred),
+                                                                             torch.from_numpy(target))
     ref = _np_confusion(pred, target, 6)
     np.testing.assert_array_equal(cm.numpy(), ref)
     scores = scores_from_confusion(cm)
