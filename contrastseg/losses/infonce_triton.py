@@ -1,8 +1,8 @@
 """Fused Triton kernels for the supervised InfoNCE of Eq. 1-2 (the CUDA path of :func:`supervised_infonce`).
 
-Why our own kernels: at the paper's anchor counts the PyTorch formulation in :mod:`contrastseg.losses.infonce` is
-bound by kernel launches (about 25 per term) and, for ADE20K-sized anchor sets, by memory traffic over the
-``N x M`` similarities (each elementwise step reads and writes them). These kernels compute the same quantities
+Why our own kernels: at the paper's anchor counts the PyTorch formulation in
+:mod:`contrastseg.losses.infonce_torch` is bound by kernel launches (about 25 per term) and, for ADE20K-sized anchor
+sets, by memory traffic over the ``N x M`` similarities (each elementwise step reads and writes them). These kernels compute the same quantities
 the way flash attention does: tiles of ``s = z_i . z_j / t`` live in registers and are never written to memory,
 and one term costs two launches: the forward, which also computes the rows' gradient when one is needed, and one
 backward kernel for the columns' gradient.
@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from contrastseg.losses.infonce_torch import blockwise_infonce, check_first_order, l2_normalize
 
 try:  # Triton ships with PyTorch's CUDA wheels on Linux; without it the PyTorch path is used.
     import triton
@@ -79,24 +81,17 @@ def _on(device: torch.device) -> Any:
 
 def _compare_with_pytorch(device: torch.device) -> None:
     """Raise unless both backends agree on a per-scale and a cross-scale term (80 anchors, 256-d, 3 classes)."""
-    from contrastseg.losses.infonce import (  # a cycle at import time otherwise
-        l2_normalize,
-        supervised_infonce,
-    )
-
     g = torch.Generator(device=device).manual_seed(0)
     z = torch.randn(80, 256, device=device, generator=g)
     y = torch.randint(0, 3, (80,), device=device, generator=g)
     results = []
     for fused in (False, True):
         x = z.clone().requires_grad_()
-        if fused:  # one set (per-scale term) and two sets (cross-scale term)
-            u = l2_normalize(x)
-            loss = (triton_infonce(u, y, u, y, temperature=0.1, exclude_self=True)
-                    + triton_infonce(u[:50], y[:50], u[50:], y[50:], temperature=0.1, exclude_self=False))
-        else:
-            loss = (supervised_infonce(x, y, backend="torch")
-                    + supervised_infonce(x[:50], y[:50], x[50:], y[50:], backend="torch"))
+        u = l2_normalize(x)
+        term = triton_infonce if fused else blockwise_infonce
+        # one set (per-scale term) and two sets (cross-scale term)
+        loss = (term(u, y, u, y, temperature=0.1, exclude_self=True)
+                + term(u[:50], y[:50], u[50:], y[50:], temperature=0.1, exclude_self=False))
         results.append((loss.detach(), torch.autograd.grad(loss, x)[0]))
     (ref, ref_grad), (got, got_grad) = results
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
@@ -205,8 +200,6 @@ class _TritonInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        from contrastseg.losses.infonce import check_first_order  # a cycle at import time otherwise
-
         check_first_order()  # the kernels' gradient is not differentiable again: an error, not a wrong result
         with _on(grad_out.device):
             return _TritonInfoNCE._backward(ctx, grad_out)
