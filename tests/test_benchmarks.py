@@ -1,6 +1,6 @@
 """The benchmark scripts still run (tiny shapes, one repeat); their numbers are not checked here."""
 
-from benchmarks import contrastive_loss, train_step
+from contrastseg.benchmarks import contrastive_loss, train_step
 
 
 def test_contrastive_loss_benchmark_runs() -> None:
@@ -20,7 +20,7 @@ def test_train_step_benchmark_runs() -> None:
 def test_camvid_comparison_is_a_preset_of_contrastseg_compare() -> None:
     """The two CamVid configs and the root go to contrastseg compare; the other options pass through (a failed run
     stopping the others is tested with compare, tests/test_compare.py)."""
-    from benchmarks import camvid_comparison
+    from contrastseg.benchmarks import camvid_comparison
 
     args = camvid_comparison.compare_args(["--root", "/data/camvid", "--seeds", "0", "1", "--parallel", "6",
                                            "--cpu-reduced", "--", "--trainer.check_val_every_n_epoch=5"])
@@ -36,38 +36,43 @@ def test_camvid_comparison_is_a_preset_of_contrastseg_compare() -> None:
         "--from-runs", "runs/x", "--budget", "time"]
 
 
-def _gpu_all(tmp_path, **env):
-    """benchmarks/gpu_all.sh with stand-ins for python3 and nvidia-smi that log their arguments."""
+def _gpu_all(tmp_path, monkeypatch, **env):
+    """contrastseg.benchmarks.gpu_all with a stand-in for the interpreter that logs its arguments."""
+    import contextlib
+    import io
     import os
-    import subprocess
-    from pathlib import Path
 
-    stubs = tmp_path / "bin"
-    stubs.mkdir(parents=True)
+    from contrastseg.benchmarks import gpu_all
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "calls.txt"
-    for name in ("python3", "nvidia-smi"):
-        (stubs / name).write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\n')
-        (stubs / name).chmod(0o755)
-    repo = Path(__file__).resolve().parents[1]
-    result = subprocess.run(["bash", str(repo / "benchmarks/gpu_all.sh"), str(tmp_path / "out")], cwd=repo,
-                            env={**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", **env},
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout, log.read_text().splitlines()
+    python = tmp_path / "python"
+    python.write_text(f'#!/bin/sh\necho "python $*" >> {log}\n')
+    python.chmod(0o755)
+    monkeypatch.chdir(tmp_path)  # the CamVid part's runs folder is relative
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert gpu_all.main([str(tmp_path / "out")], python=str(python), env={**os.environ, **env}) == 0
+    calls = log.read_text().splitlines() if log.exists() else []
+    return printed.getvalue(), [c for c in calls if c.startswith("python -m ")]
 
 
-def test_gpu_all_runs_only_the_parts_asked_for(tmp_path) -> None:
-    _, calls = _gpu_all(tmp_path, PARTS="camvid")
-    assert any("benchmarks.camvid_comparison" in c for c in calls)
+def test_gpu_all_runs_only_the_parts_asked_for(tmp_path, monkeypatch) -> None:
+    _, calls = _gpu_all(tmp_path, monkeypatch, PARTS="camvid")
+    assert any("contrastseg.benchmarks.camvid_comparison" in c for c in calls)
     assert not any("pytest" in c for c in calls), "the CUDA tests run only with PARTS containing tests"
-    _, calls = _gpu_all(tmp_path / "2", PARTS="kernels tests")
-    run = [c.split()[2] for c in calls if c.startswith("python3 -m ")]
-    assert run == ["benchmarks.infonce_kernels", "pytest"]
+    _, calls = _gpu_all(tmp_path / "2", monkeypatch, PARTS="kernels tests")
+    assert [c.split()[2] for c in calls] == ["contrastseg.benchmarks.infonce_kernels", "pytest"]
+    assert calls[0].split()[3:] == ["--split"], "KERNEL_ARGS defaults to --split"
+    _, calls = _gpu_all(tmp_path / "3", monkeypatch, PARTS="step stepamp", STEP_ARGS="--scale 0.5")
+    assert calls == ["python -m contrastseg.benchmarks.train_step --scale 0.5",
+                     "python -m contrastseg.benchmarks.train_step --amp bf16 --families HRNetV2-W48 UPerNet-Swin-T "
+                     "--scale 0.5"]
 
 
-def test_gpu_all_skips_parts_once_the_budget_is_spent(tmp_path) -> None:
-    out, calls = _gpu_all(tmp_path, PARTS="loss step camvid", BUDGET_S="10")
-    assert not any(c.startswith("python3 -m ") for c in calls)
+def test_gpu_all_skips_parts_once_the_budget_is_spent(tmp_path, monkeypatch) -> None:
+    out, calls = _gpu_all(tmp_path, monkeypatch, PARTS="loss step camvid", BUDGET_S="10")
+    assert not calls
     assert "contrastive loss: skipped" in out and "CamVid comparison: skipped" in out
 
 
@@ -75,7 +80,7 @@ def _allocate_mib(mib, repeats, threads=None):
     """A step that holds ``mib`` MiB at its peak and frees it, timed as the benchmarks time theirs."""
     import torch
 
-    from benchmarks._harness import timed
+    from contrastseg.benchmarks._harness import timed
 
     if threads:
         torch.set_num_threads(threads)
@@ -86,7 +91,7 @@ def _allocate_mib(mib, repeats, threads=None):
 def test_cpu_memory_is_the_steps_own() -> None:
     """Freed memory returns to the system in the memory process, so every repeat's peak is the step's 40 MiB
     (glibc's reuse would hide part of it); options reach the child processes."""
-    from benchmarks._harness import cpu_time_and_memory
+    from contrastseg.benchmarks._harness import cpu_time_and_memory
 
     seconds, peak, threads = cpu_time_and_memory(_allocate_mib, 40, repeats=3, threads=1)
     assert seconds > 0 and 38 <= peak <= 44 and threads == 1

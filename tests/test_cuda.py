@@ -60,7 +60,7 @@ def test_infonce_on_cuda_matches_equation(cross: bool, backend: str, dim: int, g
 
 def test_triton_and_torch_backends_agree_on_a_realistic_loss() -> None:
     """The whole Eq. 3 + 4 loss on Cityscapes-like labels (quarter size): same anchors, both backends."""
-    from benchmarks.contrastive_loss import _inputs
+    from contrastseg.benchmarks.contrastive_loss import _inputs
 
     emb, labels = _inputs(("Cityscapes-like", 8, 512, 1024, 19), 0.5, "cuda")
     results = []
@@ -172,7 +172,7 @@ def test_contrastive_term_under_cuda_autocast(dtype: torch.dtype, all_ignore: bo
 
 def test_full_shape_loss_fits_the_memory_target() -> None:
     """Cityscapes-like case of the benchmark (8 x 512 x 1024 labels, 19 classes): under 400 MB extra."""
-    from benchmarks.contrastive_loss import _measure
+    from contrastseg.benchmarks.contrastive_loss import _measure
 
     # The benchmark's own measurement: warm-up, then the peak above the inputs, less the embeddings' gradients
     # (which any loss on them creates).

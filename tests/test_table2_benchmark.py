@@ -1,4 +1,4 @@
-"""benchmarks/table2_losses.py: every measurement runs (tiny shapes, one repeat), and our PixelContrast agrees in value
+"""contrastseg/benchmarks/table2_losses.py: every measurement runs (tiny shapes, one repeat), and our PixelContrast agrees in value
 with the transcribed original loss on inputs where the two are meant to agree."""
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks import table2_losses as t2
+from contrastseg.benchmarks import table2_losses as t2
 from contrastseg.losses import ClassMemory, LossContext, PixelContrast, supervised_infonce
 from contrastseg.models.segmentation import SegOutput
 

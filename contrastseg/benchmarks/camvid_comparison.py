@@ -1,9 +1,9 @@
 """CamVid: cross-entropy alone against CE + multi-scale + cross-scale contrast, several seeds, from scratch.
 
-    python -m benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 2      # GPU: the configs as they are
-    python -m benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 2 --parallel 6 --deadline-min 6  # time-boxed
-    python -m benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 --cpu-reduced   # a small CPU
-    python -m benchmarks.camvid_comparison --from-runs runs/camvid_comparison    # the report of finished runs
+    python -m contrastseg.benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 2      # GPU: the configs as they are
+    python -m contrastseg.benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 2 --parallel 6 --deadline-min 6  # time-boxed
+    python -m contrastseg.benchmarks.camvid_comparison --root /data/camvid --seeds 0 1 --cpu-reduced   # a small CPU
+    python -m contrastseg.benchmarks.camvid_comparison --from-runs runs/camvid_comparison    # the report of finished runs
 
 A preset of ``contrastseg compare`` (see :mod:`contrastseg.compare`): ``experiments/camvid_ce.yaml`` (arm A,
 "CE") against ``experiments/camvid_contrastive.yaml`` (arm B, "CE + ms + cs"), identical but for the loss, with
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from contrastseg.compare import main as compare_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARMS = {"CE": REPO / "experiments/camvid_ce.yaml", "CE + ms + cs": REPO / "experiments/camvid_contrastive.yaml"}
 CPU_REDUCED = ["--data.init_args.crop_size=[176, 240]", "--data.init_args.scale_range=[0.5, 1.0]",
                "--data.init_args.batch_size=8", "--data.init_args.num_workers=2", "--trainer.max_epochs=12",

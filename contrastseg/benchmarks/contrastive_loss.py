@@ -4,8 +4,8 @@ Compares ``contrastseg.losses.MultiScaleContrastiveLoss`` with a baseline writte
 a Python loop over (image, class) pairs for the balanced sampler (a host sync per pair) and the plain dense
 InfoNCE (the N x N similarity, its exp and masks kept for autograd). Same inputs, same run.
 
-    python -m benchmarks.contrastive_loss                 # CUDA if available, full paper shapes
-    python -m benchmarks.contrastive_loss --scale 0.25    # scaled-down shapes (CPU)
+    python -m contrastseg.benchmarks.contrastive_loss                 # CUDA if available, full paper shapes
+    python -m contrastseg.benchmarks.contrastive_loss --scale 0.25    # scaled-down shapes (CPU)
 
 Cases (the paper's): Cityscapes-like, batch 8, 512x1024, 19 classes with Cityscapes' pixel imbalance; ADE20K-like,
 batch 16, 512x512, 150 classes; 256-d embeddings at strides 4/8/16/32. ``--scale`` shrinks the image side.
@@ -26,7 +26,7 @@ import platform
 import torch
 import torch.nn.functional as F
 
-from benchmarks._harness import cpu_time_and_memory, timed
+from contrastseg.benchmarks._harness import cpu_time_and_memory, timed
 from contrastseg.losses import (
     MultiScaleContrastiveLoss,
     infonce_triton,

@@ -1,6 +1,6 @@
 """Training samples per second of the data modules' full augmentation pipelines, against torchvision.
 
-    python -m benchmarks.data_pipeline [--camvid /data/camvid] [--items 64]    # CamVid in SegNet's layout
+    python -m contrastseg.benchmarks.data_pipeline [--camvid /data/camvid] [--items 64]    # CamVid in SegNet's layout
 
 Pipelines: our datasets (OpenCV decoding, lookup-table label mapping, ``PaperTrainTransform``: random scale with
 aspect jitter, pad, class-ratio crop, flip, colour jitter, normalisation) versus a plain torchvision

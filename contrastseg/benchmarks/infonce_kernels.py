@@ -1,8 +1,8 @@
 """Eq. 1-2 alone at the anchor counts of the loss benchmark: the fused Triton kernels against the PyTorch path.
 
-    python -m benchmarks.infonce_kernels                      # CUDA: both backends, the default tiles
-    python -m benchmarks.infonce_kernels --tiles 64,32,8,3 forward_grad=32,16,8,2,16   # also these tile shapes
-    python -m benchmarks.infonce_kernels --split               # also the split kernels (infonce_triton.SPLIT)
+    python -m contrastseg.benchmarks.infonce_kernels                      # CUDA: both backends, the default tiles
+    python -m contrastseg.benchmarks.infonce_kernels --tiles 64,32,8,3 forward_grad=32,16,8,2,16   # also these tile shapes
+    python -m contrastseg.benchmarks.infonce_kernels --split               # also the split kernels (infonce_triton.SPLIT)
 
 The sizes are the anchor sets the balanced sampler draws in the loss benchmark (``N`` rows against ``M``
 columns, 256-d): Cityscapes-like 792/1690/678/370 per scale and 792 x 370, 792 x 678 across scales; ADE20K-like
@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from benchmarks._harness import timed
+from contrastseg.benchmarks._harness import timed
 from contrastseg.losses import infonce_triton
 from contrastseg.losses.infonce import l2_normalize, supervised_infonce
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--split", action="store_true", help="also time the kernels with infonce_triton.SPLIT on")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        raise SystemExit("benchmarks.infonce_kernels needs a CUDA device (the Triton kernels' target)")
+        raise SystemExit("contrastseg.benchmarks.infonce_kernels needs a CUDA device (the Triton kernels' target)")
     default = infonce_triton._configs
     variants = ([("torch", None), ("triton", None)] + [("triton", t) for t in args.tiles]
                 + ([("triton", "split")] if args.split else []))

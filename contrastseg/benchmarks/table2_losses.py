@@ -41,8 +41,8 @@ pixels per image and class per update; region contrast with temperature 0.2 and 
 full before timing (random unit rows: the original's initial state; ours filled with ``push``), so the contrast set has
 its full size (pixel: ``C x 10000`` rows; region: ``C x 2975``).
 
-    python -m benchmarks.table2_losses                          # CUDA if available, full paper shapes
-    python -m benchmarks.table2_losses --device cpu             # image scale 0.25, memory scale 0.1
+    python -m contrastseg.benchmarks.table2_losses                          # CUDA if available, full paper shapes
+    python -m contrastseg.benchmarks.table2_losses --device cpu             # image scale 0.25, memory scale 0.1
 
 Cases (the paper's): Cityscapes-like, batch 8, 512x1024, 19 classes with Cityscapes' pixel imbalance; ADE20K-like,
 batch 16, 512x512, 150 classes; 256-d embeddings at stride 4. ``--scale`` shrinks the image side (default 1 on CUDA,
@@ -50,7 +50,7 @@ batch 16, 512x512, 150 classes; 256-d embeddings at stride 4. ``--scale`` shrink
 about a dozen kept for autograd, take ~10 GB with the full Cityscapes-like memory and ~50 GB with the full ADE20K-like
 one; the CPU defaults need ~8 GB). Memory on CUDA is ``max_memory_allocated`` above the inputs (an
 out-of-memory step prints ``OOM``); on CPU time and memory are measured in two fresh processes, the memory one with
-glibc returning freed blocks to the system (``benchmarks/_harness.py``). Both include the input embeddings' gradient
+glibc returning freed blocks to the system (``contrastseg/benchmarks/_harness.py``). Both include the input embeddings' gradient
 (as large as the map, the same on both sides).
 """
 
@@ -66,8 +66,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmarks._harness import cpu_time_and_memory, timed
-from benchmarks.contrastive_loss import realistic_labels
+from contrastseg.benchmarks._harness import cpu_time_and_memory, timed
+from contrastseg.benchmarks.contrastive_loss import realistic_labels
 from contrastseg.losses import LossContext, PixelContrast, RegionContrast
 from contrastseg.models.segmentation import SegOutput
 

@@ -1,8 +1,8 @@
 """Training-step throughput and peak memory of each model family, with and without the contrastive terms.
 
-    python -m benchmarks.train_step                   # CUDA if available: the paper's crops, batch 2 per GPU
-    python -m benchmarks.train_step --scale 0.25      # scaled-down crops (CPU)
-    python -m benchmarks.train_step --amp bf16        # forward and losses under bf16 autocast
+    python -m contrastseg.benchmarks.train_step                   # CUDA if available: the paper's crops, batch 2 per GPU
+    python -m contrastseg.benchmarks.train_step --scale 0.25      # scaled-down crops (CPU)
+    python -m contrastseg.benchmarks.train_step --amp bf16        # forward and losses under bf16 autocast
 
 Each row is one SGD step (forward, CE [+ multi-scale + cross-scale contrast], backward, update) on random images
 with realistic Cityscapes-like labels, median of the repeats; the ratio column is what matters: the cost of adding
@@ -21,8 +21,8 @@ import argparse
 
 import torch
 
-from benchmarks._harness import cpu_time_and_memory, timed
 from contrastseg import ContrastSegModule
+from contrastseg.benchmarks._harness import cpu_time_and_memory, timed
 from contrastseg.losses import CrossEntropy, MultiScaleContrast
 from contrastseg.models import DeepLabV3Head, Encoder, HRNetV2Head, OCRHead, SegmentationModel, UPerNetHead
 
@@ -40,7 +40,7 @@ FAMILIES = {  # name: (encoder, output stride, decoder, crop, contrast stages)
 
 def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str, amp: str,
              nonfinite: str = "raise"):
-    from benchmarks.contrastive_loss import realistic_labels
+    from contrastseg.benchmarks.contrastive_loss import realistic_labels
 
     enc, os_, dec, crop, stages = FAMILIES[family]
     h, w = int(crop[0] * scale) // 32 * 32, int(crop[1] * scale) // 32 * 32

@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 # The plain vectorised form (materialises N x M) is the benchmark's baseline; the tests check it against Eq. 1-2 too.
-from benchmarks.contrastive_loss import _dense_infonce as infonce_dense  # noqa: F401
+from contrastseg.benchmarks.contrastive_loss import _dense_infonce as infonce_dense  # noqa: F401
 
 
 def infonce_loops(anchors, labels, contrast=None, contrast_labels=None, temperature=0.1):

@@ -148,7 +148,7 @@ def test_mismatched_scale_count_is_an_error() -> None:
 
 
 def test_sampling_all_uses_every_labelled_pixel_and_has_a_hard_cap() -> None:
-    from benchmarks.contrastive_loss import _dense_infonce
+    from contrastseg.benchmarks.contrastive_loss import _dense_infonce
     from contrastseg.errors import AnchorLimitError
 
     g = torch.Generator().manual_seed(0)
