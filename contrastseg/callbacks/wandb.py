@@ -9,8 +9,8 @@ import torch
 from lightning import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
+from contrastseg.data.transforms import denormalize
 from contrastseg.models.segmentation import predict_classes
-from contrastseg.viz.masks import denormalize
 
 __all__ = ["WandbMedia"]
 

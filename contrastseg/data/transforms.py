@@ -1,4 +1,4 @@
-"""Image/mask transforms (albumentations) and the conversion to normalised tensors."""
+"""Image/mask transforms (albumentations), the conversion to normalised tensors and back to RGB."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import torch
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PaperTrainTransform", "Transform", "to_tensors", "train_transform"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PaperTrainTransform", "Transform", "denormalize", "to_tensors",
+           "train_transform"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,6 +49,13 @@ def to_tensors(
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)  # (H, W, 3) -> (3, H, W)
     x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
     return x, torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def denormalize(image: torch.Tensor, *, mean: Sequence[float] = IMAGENET_MEAN,
+                std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """A normalised ``(3, H, W)`` tensor (as the data modules yield) -> ``(H, W, 3)`` uint8 RGB."""
+    x = image.detach().float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # (3, H, W) -> (H, W, 3)
 
 
 class PaperTrainTransform:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from contrastseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from contrastseg.data.transforms import denormalize
 from contrastseg.viz._mpl import pyplot
 
 __all__ = ["colourise", "denormalize", "legend_handles", "overlay", "plot_predictions"]
@@ -52,13 +52,6 @@ def overlay(image: np.ndarray, labels: np.ndarray | torch.Tensor, palette: Palet
     blend = image.astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha
     keep = (labels_np == ignore_index)[..., None]  # (H, W) -> (H, W, 1)
     return np.where(keep, image, blend.round().astype(np.uint8)).astype(np.uint8)
-
-
-def denormalize(image: torch.Tensor, *, mean: Sequence[float] = IMAGENET_MEAN,
-                std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """A normalised ``(3, H, W)`` tensor (as the data modules yield) -> ``(H, W, 3)`` uint8 RGB."""
-    x = image.detach().float().cpu() * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
-    return (x.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # (3, H, W) -> (H, W, 3)
 
 
 def legend_handles(class_names: Sequence[str], palette: Palette, classes: Sequence[int] | None = None) -> list:
