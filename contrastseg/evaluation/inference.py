@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from contrastseg.errors import ConfigError
+from contrastseg.ops import resize
 
 __all__ = ["ADE20K_SCALES", "CITYSCAPES_SCALES", "EvalConfig", "infer", "multiscale_flip_inference",
            "slide_inference"]
@@ -67,11 +68,6 @@ class EvalConfig:
             raise ConfigError(f"{key}.window_batch must be at least 1, got {self.window_batch}")
 
 
-def _resize(x: Tensor, size: Sequence[int]) -> Tensor:
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=tuple(size), mode="bilinear",
-                                                                        align_corners=False)
-
-
 @torch.no_grad()
 def slide_inference(logits_fn: LogitsFn, images: Tensor, num_classes: int, crop_size: Sequence[int],
                     stride: Sequence[int] | None = None, window_batch: int = 4) -> Tensor:
@@ -95,7 +91,7 @@ def slide_inference(logits_fn: LogitsFn, images: Tensor, num_classes: int, crop_
     for i in range(0, len(boxes), per_pass):
         chunk = boxes[i:i + per_pass]
         crops = torch.cat([padded[..., y:y + ch, x:x + cw] for y, x in chunk])  # (n*B, 3, ch, cw)
-        logits = _resize(logits_fn(crops).float(), (ch, cw)).view(len(chunk), b, num_classes, ch, cw)
+        logits = resize(logits_fn(crops).float(), (ch, cw)).view(len(chunk), b, num_classes, ch, cw)
         for (y, x), window in zip(chunk, logits):
             scores[..., y:y + ch, x:x + cw] += window
             counts[..., y:y + ch, x:x + cw] += 1
@@ -113,14 +109,14 @@ def multiscale_flip_inference(logits_fn: LogitsFn, images: Tensor, num_classes: 
     passes = [(s, f) for s in config.scales for f in ((False, True) if config.flip else (False,))]
     total = None
     for scale, flip in passes:
-        x = _resize(images, (round(h * scale), round(w * scale)))
+        x = resize(images, (round(h * scale), round(w * scale)))
         if flip:
             x = x.flip(-1)
         if config.mode == "slide":
             out = slide_inference(logits_fn, x, num_classes, config.crop_size, config.stride, config.window_batch)
         else:
             out = logits_fn(x).float()
-        out = _resize(out, (h, w))
+        out = resize(out, (h, w))
         if flip:
             out = out.flip(-1)  # undo the flip before averaging
         if len(passes) == 1:

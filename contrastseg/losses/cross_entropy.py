@@ -12,7 +12,8 @@ from torch.utils.checkpoint import checkpoint
 
 from contrastseg.errors import ConfigError
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
-from contrastseg.models.segmentation import SegOutput, upsample
+from contrastseg.models.segmentation import SegOutput
+from contrastseg.ops import resize
 
 __all__ = ["CrossEntropy"]
 
@@ -68,7 +69,7 @@ class CrossEntropy(LossTerm):
             )
 
     def _ce_sum(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(upsample(logits.float(), target.shape[-2:]), target, weight=self.class_weights,
+        return F.cross_entropy(resize(logits.float(), target.shape[-2:]), target, weight=self.class_weights,
                                ignore_index=self.ignore_index, reduction="sum")
 
     def _ce(self, logits: Tensor, target: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ from segmentation_models_pytorch.losses import LovaszLoss
 from torch import Tensor
 
 from contrastseg.losses.base import LossTerm, TermOutput
-from contrastseg.models.segmentation import SegOutput, upsample
+from contrastseg.models.segmentation import SegOutput
+from contrastseg.ops import resize
 
 __all__ = ["LovaszSoftmax"]
 
@@ -35,7 +36,7 @@ class LovaszSoftmax(LossTerm):
         self._smp: LovaszLoss | None = None
 
     def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
-        logits = upsample(logits.float(), target.shape[-2:])  # (B, K, h, w) -> (B, K, H, W)
+        logits = resize(logits.float(), target.shape[-2:])  # (B, K, h, w) -> (B, K, H, W)
         labelled = (target != self.ignore_index).flatten(1).any(dim=1).tolist()  # (B,) one host sync
         if not any(labelled):
             return logits.sum() * 0.0

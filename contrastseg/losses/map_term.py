@@ -13,7 +13,7 @@ from contrastseg.losses.base import LossContext, LossTerm
 from contrastseg.losses.checks import check_temperature
 from contrastseg.losses.contrastive import Projector
 from contrastseg.losses.infonce import check_backend
-from contrastseg.models.layers import resize
+from contrastseg.ops import resize
 
 __all__ = ["MapContrastTerm", "embedding_map"]
 

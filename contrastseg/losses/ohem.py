@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from contrastseg.losses.cross_entropy import CrossEntropy
-from contrastseg.models.segmentation import upsample
+from contrastseg.ops import resize
 
 __all__ = ["OhemCrossEntropy", "ohem_cross_entropy"]
 
@@ -67,6 +67,6 @@ class OhemCrossEntropy(CrossEntropy):
         self.thresh, self.min_kept = float(thresh), int(min_kept)
 
     def _main(self, logits: Tensor, target: Tensor) -> Tensor:
-        logits = upsample(logits.float(), target.shape[-2:])  # (B, K, h, w) -> (B, K, H, W): the batch is ranked
+        logits = resize(logits.float(), target.shape[-2:])  # (B, K, h, w) -> (B, K, H, W): the batch is ranked
         return ohem_cross_entropy(logits, target, ignore_index=self.ignore_index, thresh=self.thresh,
                                   min_kept=self.min_kept, class_weights=self.class_weights)

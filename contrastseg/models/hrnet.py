@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastseg.models.layers import DecoderOutput, FCNHead
+from contrastseg.ops import resize
 
 __all__ = ["HRNetV2Head"]
 
@@ -48,9 +48,7 @@ class HRNetV2Head(nn.Module):
         """Map stage features to logits at the finest stage's resolution, ``(B, num_classes, h0, w0)`` (with the
         auxiliary logits in training when the head has one)."""
         size = features[0].shape[-2:]
-        upsampled = [features[0]] + [
-            F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]
-        ]
+        upsampled = [features[0]] + [resize(f, size) for f in features[1:]]
         x = torch.cat(upsampled, dim=1)  # S x (B, C_s, h0, w0) -> (B, sum C_s, h0, w0)
         logits = self.classifier(self.dropout(self.fuse(x)))
         if self.aux is not None and self.training:

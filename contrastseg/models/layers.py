@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ConvBNReLU", "DecoderOutput", "FCNHead", "resize"]
+__all__ = ["ConvBNReLU", "DecoderOutput", "FCNHead"]
 
 
 class DecoderOutput(NamedTuple):
@@ -23,12 +22,6 @@ class DecoderOutput(NamedTuple):
     logits: Tensor
     aux_logits: Tensor | None = None
     features: list[Tensor] | None = None
-
-
-def resize(x: Tensor, size: tuple[int, int] | list[int] | object) -> Tensor:
-    """Bilinear resize (``align_corners=False``) that is a no-op when the size already matches."""
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear",
-                                                                       align_corners=False)
 
 
 class ConvBNReLU(nn.Sequential):

@@ -6,31 +6,24 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastseg.errors import ConfigError
 from contrastseg.models.encoders import Encoder
 from contrastseg.models.hrnet import HRNetV2Head
 from contrastseg.models.layers import DecoderOutput
+from contrastseg.ops import resize
 
-__all__ = ["DecoderFactory", "SegOutput", "SegmentationModel", "SegmentationNet", "predict_classes", "upsample"]
+__all__ = ["DecoderFactory", "SegOutput", "SegmentationModel", "SegmentationNet", "predict_classes"]
 
 DecoderFactory = Callable[[Sequence[int], int], nn.Module]
 """A decoder class (or partial) called as ``decoder(in_channels, num_classes)``."""
 
 
-def upsample(logits: Tensor, size: Sequence[int]) -> Tensor:
-    """Bilinear resize of logits to ``size`` (no-op when it already matches)."""
-    if tuple(logits.shape[-2:]) == tuple(size):
-        return logits
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-
-
 @torch.no_grad()
 def predict_classes(logits: Tensor, size: Sequence[int]) -> Tensor:
     """Class per pixel at ``size``, upsampling one image at a time: ``(B, K, h, w)`` -> ``(B, H, W)``."""
-    return torch.stack([upsample(logit[None], size)[0].argmax(dim=0) for logit in logits])
+    return torch.stack([resize(logit[None], size)[0].argmax(dim=0) for logit in logits])
 
 
 class SegOutput(NamedTuple):
@@ -117,7 +110,7 @@ class SegmentationModel(SegmentationNet):
         out = self.decoder(features)
         out = out if isinstance(out, DecoderOutput) else DecoderOutput(out)
         size = image.shape[-2:] if self.upsample_logits else out.logits.shape[-2:]
-        logits = upsample(out.logits, size)
-        aux = None if out.aux_logits is None else upsample(out.aux_logits, size)
+        logits = resize(out.logits, size)
+        aux = None if out.aux_logits is None else resize(out.aux_logits, size)
         contrast = features if self.contrast_features == "encoder" else list(out.features or [])
         return SegOutput(logits=logits, aux_logits=aux, features=contrast)

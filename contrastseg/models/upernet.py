@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from contrastseg.models.layers import ConvBNReLU, DecoderOutput, FCNHead, resize
+from contrastseg.models.layers import ConvBNReLU, DecoderOutput, FCNHead
+from contrastseg.ops import resize
 
 __all__ = ["UPerNetHead"]
 
