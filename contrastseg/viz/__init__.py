@@ -5,14 +5,14 @@ function returns a matplotlib Figure (or arrays) and never calls ``plt.show()``,
 scripts and tests alike.
 """
 
-from contrastseg.viz.anchors import AnchorSet, class_pixel_counts, plot_anchors, sample_anchor_sets
+from contrastseg.viz.anchors import AnchorSet, pair_pixel_counts, plot_anchors, sample_anchor_sets
 from contrastseg.viz.embedding import embed_2d, plot_feature_spaces, separability
 from contrastseg.viz.features import FeatureSet, extract_features, load_module
 from contrastseg.viz.masks import colourise, denormalize, legend_handles, overlay, plot_predictions
 from contrastseg.viz.metrics import per_class_iou, plot_iou_comparison
 
 __all__ = [
-    "AnchorSet", "FeatureSet", "class_pixel_counts", "colourise", "denormalize", "embed_2d", "extract_features",
-    "legend_handles", "load_module", "overlay", "per_class_iou", "plot_anchors", "plot_feature_spaces",
+    "AnchorSet", "FeatureSet", "colourise", "denormalize", "embed_2d", "extract_features", "legend_handles",
+    "load_module", "overlay", "pair_pixel_counts", "per_class_iou", "plot_anchors", "plot_feature_spaces",
     "plot_iou_comparison", "plot_predictions", "sample_anchor_sets", "separability",
 ]

@@ -15,7 +15,7 @@ from contrastseg.losses.sampling import sample_anchor_indices
 from contrastseg.viz._mpl import pyplot
 from contrastseg.viz.masks import Palette, legend_handles
 
-__all__ = ["AnchorSet", "class_pixel_counts", "plot_anchors", "sample_anchor_sets"]
+__all__ = ["AnchorSet", "pair_pixel_counts", "plot_anchors", "sample_anchor_sets"]
 
 
 class AnchorSet(NamedTuple):
@@ -47,9 +47,9 @@ def sample_anchor_sets(
 ) -> list[AnchorSet]:
     """Run the loss's sampler at every scale and map each anchor back to the input pixel that labels it.
 
-    The labels of a scale come from :func:`~contrastseg.losses.downsample_labels` exactly as in the loss, and the
-    same function applied to the pixel coordinates gives the source pixel of every feature position, so
-    ``labels[a.image, a.y, a.x] == a.label`` for every returned anchor.
+    The labels of a scale come from ``contrastseg.losses.multiscale.downsample_labels`` exactly as in the
+    loss, and the same function applied to the pixel coordinates gives the source pixel of every feature
+    position, so ``labels[a.image, a.y, a.x] == a.label`` for every returned anchor.
 
     Args:
         labels: ``(B, H, W)`` labels at input resolution.
@@ -83,11 +83,21 @@ def sample_anchor_sets(
     return out
 
 
-def class_pixel_counts(labels_s: Tensor, num_classes: int, *, ignore_index: int = 255) -> Tensor:
-    """``(B, C)`` labelled pixels of every (image, class) pair at one scale: the table ``K`` and ``V`` come from."""
+def pair_pixel_counts(labels_s: Tensor, num_classes: int, *, ignore_index: int = 255) -> Tensor:
+    """``(B, C)`` labelled pixels of every (image, class) pair of a batch at one scale: the table the
+    sampler's ``K`` and ``V`` come from.
+
+    ``contrastseg.data.statistics.class_pixel_counts`` counts the same per item of a whole dataset (cached,
+    for class weights); this counts one batch of label maps, on their device.
+
+    Args:
+        labels_s: ``(B, h, w)`` integer labels at the scale's resolution.
+        num_classes: ``C``; values outside ``0..C-1`` and ``ignore_index`` are not counted.
+        ignore_index: label never counted.
+    """
     b = labels_s.shape[0]
     flat = labels_s.reshape(b, -1).long()  # (B, h, w) -> (B, h*w)
-    valid = flat != ignore_index
+    valid = (flat != ignore_index) & (flat >= 0) & (flat < num_classes)
     key = torch.arange(b, device=flat.device)[:, None] * num_classes + flat.clamp(0, num_classes - 1)  # (B, h*w)
     counts = torch.bincount(key[valid], minlength=b * num_classes)
     return counts.view(b, num_classes)  # (B*C,) -> (B, C)

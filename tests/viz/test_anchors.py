@@ -4,7 +4,7 @@ import torch
 
 from contrastseg.losses import sample_balanced_anchors
 from contrastseg.losses.multiscale import downsample_labels
-from contrastseg.viz import class_pixel_counts, plot_anchors, sample_anchor_sets
+from contrastseg.viz import pair_pixel_counts, plot_anchors, sample_anchor_sets
 
 
 def _labels(b: int = 2, h: int = 64, w: int = 96) -> torch.Tensor:
@@ -54,9 +54,10 @@ def test_large_class_ids_are_drawn_and_counted_as_pairs() -> None:
     assert (labels[a.image, a.y, a.x] == a.label).all()
 
 
-def test_class_pixel_counts_matches_a_loop() -> None:
+def test_pair_pixel_counts_matches_a_loop() -> None:
     labels = _labels()
-    counts = class_pixel_counts(labels, 6)
+    labels[1, 0, :3] = 9  # out of range: not counted (nor folded into the last class)
+    counts = pair_pixel_counts(labels, 6)
     for b in range(2):
         for c in range(6):
             assert counts[b, c] == int((labels[b] == c).sum())
