@@ -2,30 +2,28 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
-from lightning import LightningModule
+from lightning import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_warn
-from rich.console import Console
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from contrastseg._compat import ddp_ignore_buffers
-from contrastseg.errors import ConfigError, DataError, NonFiniteLossError
+from contrastseg.errors import ConfigError, DataError
 from contrastseg.evaluation.inference import EvalConfig, infer
-from contrastseg.evaluation.metrics import group_miou, scores_from_confusion, scores_table, write_scores
+from contrastseg.evaluation.metrics import group_miou, scores_from_confusion
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
 from contrastseg.losses.cross_entropy import CrossEntropy
 from contrastseg.losses.memory import ClassMemory
 from contrastseg.models.segmentation import SegmentationNet, SegOutput, predict_classes
 from contrastseg.optim import PolyLR
-from contrastseg.runs import run_folder
+
+if TYPE_CHECKING:
+    from contrastseg.callbacks.non_finite import NonFiniteLossGuard
 
 __all__ = ["ContrastSegModule"]
 
@@ -49,8 +47,13 @@ class ContrastSegModule(LightningModule):
 
     The objective is ``sum(term.weight * term(output, mask))``; every term is logged as ``train/loss_<name>``
     (and its sub-terms as ``train/loss_<key>``). Validation and test accumulate one confusion matrix over the
-    whole split (ignore pixels skipped) and log ``val/mIoU``, ``val/acc`` and ``val/IoU_<class name>``, then
-    print a per-class table.
+    whole split (ignore pixels skipped) and log ``val/mIoU``, ``val/acc`` and ``val/IoU_<class name>``; the scores
+    stay in :attr:`last_scores`.
+
+    Every trainer the module runs in gets its side jobs as callbacks (see :meth:`configure_callbacks`): the
+    non-finite loss policy (:class:`~contrastseg.callbacks.NonFiniteLossGuard`), the per-class report
+    (:class:`~contrastseg.callbacks.EvalReport`), the random streams in checkpoints
+    (:class:`~contrastseg.callbacks.RNGState`) and the contrastive health monitor.
 
     Args:
         net: the segmentation network (a :class:`~contrastseg.models.SegmentationNet`, e.g.
@@ -72,13 +75,14 @@ class ContrastSegModule(LightningModule):
             categories, CaDIS anatomies / instruments / rare), logged as ``val/mIoU_<group>``.
         palette: one RGB colour per class for visualisations (linked from the data module; saved in checkpoints).
         evaluation: how validate/test/predict infer (whole image, sliding windows, multi-scale + flip); see
-            :class:`~contrastseg.evaluation.EvalConfig`. Scores and per-class tables are also written as
-            ``<stage>_metrics.json`` / ``.csv`` in the run folder, beside ``checkpoints/``.
+            :class:`~contrastseg.evaluation.EvalConfig`.
         nonfinite: what a NaN or infinite training loss does, checked before the backward pass so the weights
             are never touched by it: ``"raise"`` stops the run with :class:`~contrastseg.errors.NonFiniteLossError`
             naming the step, the terms and the batch's files (``LastCheckpoint`` then saves the intact weights);
             ``"skip"`` skips the batch on every process with a warning (counted in ``train/skipped_batches``);
-            ``"ignore"`` does not check (saves one host synchronisation per step).
+            ``"ignore"`` does not check (saves one host synchronisation per step). The policy of the
+            :class:`~contrastseg.callbacks.NonFiniteLossGuard` the module adds; one listed in
+            ``trainer.callbacks`` is used instead.
         contrast_health: when a term is a :class:`~contrastseg.losses.MultiScaleContrast` and the trainer has no
             :class:`~contrastseg.callbacks.ContrastHealthMonitor`, add one with its defaults (``False``: none).
             Configure it by listing the callback in ``trainer.callbacks`` instead.
@@ -115,7 +119,7 @@ class ContrastSegModule(LightningModule):
             raise ConfigError(f"model.class_names has {len(class_names)} names but num_classes is {num_classes}")
         if nonfinite not in ("raise", "skip", "ignore"):
             raise ConfigError(f"model.nonfinite must be 'raise', 'skip' or 'ignore', got {nonfinite!r}")
-        self.nonfinite, self.skipped_batches = nonfinite, 0
+        self.nonfinite = nonfinite
         if scheduler_interval not in ("step", "epoch"):
             raise ConfigError(f"model.scheduler_interval must be 'step' or 'epoch', got {scheduler_interval!r}")
         self.num_classes, self.ignore_index = num_classes, ignore_index
@@ -192,69 +196,24 @@ class ContrastSegModule(LightningModule):
             term.prepare(mask)
         return self.compute_loss(self(image), mask)
 
-    def _guarded_loss(self, batch: dict[str, Any], batch_idx: int) -> tuple[Tensor | None, dict[str, Tensor]]:
-        """:meth:`training_loss` under the ``nonfinite`` policy (BatchNorm state backed up, one host sync for the
-        finiteness check); the loss is ``None`` for a batch to skip. ``benchmarks/train_step.py`` times this."""
-        if self.nonfinite != "ignore":
-            self._backup_buffers()
-        loss, logs = self.training_loss(batch["image"], batch["mask"])
-        if self.nonfinite != "ignore" and not self._finite(loss, logs, batch, batch_idx):
-            return None, logs
-        return loss, logs
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
-        loss, logs = self._guarded_loss(batch, batch_idx)
-        if loss is None:
+        loss, logs = self.training_loss(batch["image"], batch["mask"])
+        guard = self._nonfinite_guard()
+        if guard is not None and not guard.check(self, loss, logs, batch, batch_idx):
             return None  # Lightning skips backward and the optimiser step
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict({f"train/loss_{k}": v for k, v in logs.items()}, batch_size=bs)
         return loss
 
-    def _state_buffers(self) -> list[Tensor]:
-        """Buffers a forward pass changes (BatchNorm statistics, warm-up counters); not the metric states, nor the
-        memories of contrastive terms (large, and only written after the backward pass of a batch that was kept).
+    def _nonfinite_guard(self) -> NonFiniteLossGuard | None:
+        """The trainer's :class:`~contrastseg.callbacks.NonFiniteLossGuard`: a callback cannot skip a batch, so
+        the training step asks it."""
+        from contrastseg.callbacks.non_finite import NonFiniteLossGuard
 
-        Listed once per training run (``on_train_start`` clears the list): walking every module each step would
-        cost more than the copy itself.
-        """
-        if getattr(self, "_buffer_list", None) is None:
-            memories = {id(b) for m in self.modules() if isinstance(m, ClassMemory) for b in m.buffers()}
-            self._buffer_list = [b for n, b in self.named_buffers()
-                                 if not n.startswith(("confmats.", "eval_losses.")) and id(b) not in memories]
-        return self._buffer_list
-
-    def _backup_buffers(self) -> None:
-        buffers = self._state_buffers()
-        if getattr(self, "_buffer_backup", None) is None:  # reset with the buffer list at train start
-            self._buffer_backup = [b.detach().clone() for b in buffers]
-        elif buffers:
-            torch._foreach_copy_(self._buffer_backup, buffers)  # one fused copy; the buffers are small
-
-    def _restore_buffers(self) -> None:
-        if getattr(self, "_buffer_backup", None):
-            with torch.no_grad():
-                torch._foreach_copy_(self._state_buffers(), self._buffer_backup)
-
-    def _finite(self, loss: Tensor, logs: dict[str, Tensor], batch: dict[str, Any], batch_idx: int) -> bool:
-        finite = torch.isfinite(loss.detach()).float()
-        if self._trainer is not None and self.trainer.world_size > 1:  # every process must skip, or DDP hangs
-            finite = self.trainer.strategy.reduce(finite, reduce_op="min")
-        if bool(finite):  # the one host synchronisation of the check
-            return True
-        self._restore_buffers()  # the forward pass already moved BatchNorm statistics (possibly to NaN)
-        bad = [f"{k}={float(v):g}" for k, v in logs.items() if not bool(torch.isfinite(v).all())]
-        names = batch.get("name")
-        where = f"; batch files: {list(names)[:8]}" if names is not None else ""
-        message = (f"non-finite training loss {float(loss.detach()):g} at step {self.global_step} (epoch {self.current_epoch}, "
-                   f"batch {batch_idx}); terms: {', '.join(bad) or 'on another process'}{where}")
-        if self.nonfinite == "raise":
-            raise NonFiniteLossError(message + ". Weights and statistics are as before this batch. Lower the learning rate, "
-                                     "check these labels, or set model.nonfinite=skip to skip such batches")
-        self.skipped_batches += 1
-        rank_zero_warn(message + f"; batch skipped ({self.skipped_batches} so far)")
-        self.log("train/skipped_batches", float(self.skipped_batches), batch_size=batch["image"].shape[0])
-        return False
+        if self._trainer is None:
+            return None
+        return next((c for c in self.trainer.callbacks if isinstance(c, NonFiniteLossGuard)), None)
 
     def _plain_eval(self) -> bool:
         e = self.evaluation
@@ -302,17 +261,6 @@ class ContrastSegModule(LightningModule):
         groups = group_miou(scores, self.class_groups)
         metrics |= {f"{stage}/mIoU_{n}": v for n, v in groups.items() if v == v}  # NaN: nothing of the group seen
         self.log_dict(metrics, sync_dist=True)
-        # The run folder (beside checkpoints/, for every logger) is broadcast from rank 0: every process must ask,
-        # not only rank 0 (or DDP deadlocks). Without a logger there is no run folder, and nothing is written.
-        folder = None if self.trainer.sanity_checking or not self.trainer.loggers else run_folder(self.trainer)
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            title = f"{stage}, epoch {self.current_epoch}, step {self.global_step}"
-            Console().print(scores_table(scores, self.class_names, title=title))
-            if groups:
-                Console().print("  ".join(f"mIoU {k}: {100 * v:.2f}" for k, v in groups.items()), markup=False)
-            if folder is not None:
-                write_scores(scores, groups, self.class_names, folder, stage, epoch=self.current_epoch,
-                             step=self.global_step)
 
     def on_validation_epoch_end(self) -> None:
         self._end_eval_epoch("val")
@@ -368,56 +316,24 @@ class ContrastSegModule(LightningModule):
                 f"num_classes={self.num_classes} disagrees with the labels"
             )
 
-    def configure_callbacks(self) -> list[Any]:
-        """A :class:`~contrastseg.callbacks.ContrastHealthMonitor` for runs with a contrastive term (see
-        ``contrast_health``), unless the trainer has one already."""
+    def configure_callbacks(self) -> list[Callback]:
+        """The module's side jobs, for every trainer it runs in (the CLI's and a plain ``Trainer``): a
+        :class:`~contrastseg.callbacks.NonFiniteLossGuard` with the ``nonfinite`` policy, an
+        :class:`~contrastseg.callbacks.EvalReport`, a :class:`~contrastseg.callbacks.ContrastHealthMonitor` for
+        runs with a contrastive term (see ``contrast_health``) and an :class:`~contrastseg.callbacks.RNGState`.
+        A kind the trainer has already is not added: the user's instance keeps its options."""
+        from contrastseg.callbacks.eval_report import EvalReport
         from contrastseg.callbacks.health import MEMORY_TERMS, ContrastHealthMonitor
+        from contrastseg.callbacks.non_finite import NonFiniteLossGuard
+        from contrastseg.callbacks.rng_state import RNGState
         from contrastseg.losses.contrastive import MultiScaleContrast
 
-        if not self.contrast_health or not any(isinstance(t, (MultiScaleContrast, *MEMORY_TERMS)) for t in self.losses):
-            return []
-        if any(isinstance(c, ContrastHealthMonitor) for c in self.trainer.callbacks):
-            return []  # the user's, with their options (a callback returned here would replace it)
-        return [ContrastHealthMonitor()]
-
-    # ------------------------------------------------------------------ exact resumption
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Random streams (anchor sampling, dropout, anything drawn in the training step) continue where they were
-        # after a resume. The file holds process 0's streams (Lightning writes it from process 0).
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        checkpoint["rng_states"] = {  # plain types and tensors only, so weights_only loading still works
-            "torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
-            "cuda": torch.cuda.get_rng_state_all() if cuda else None,
-            "cuda_current": torch.cuda.get_rng_state() if cuda else None,  # the device this process trains on
-            "world_size": self.trainer.world_size if self._trainer is not None else 1,
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_rng = checkpoint.get("rng_states")
-
-    def on_train_start(self) -> None:
-        self._buffer_list = self._buffer_backup = None  # buffers may have moved device or been replaced
-        states, self._pending_rng = getattr(self, "_pending_rng", None), None
-        world = self.trainer.world_size
-        if not states or states.get("world_size", 1) != world:  # another number of processes: streams differ
-            return
-        # Under DDP every process continues from process 0's streams. That is exact: Lightning seeds every process
-        # alike (seed_everything) and each draws the same number of values per step (same shapes on every rank),
-        # so all processes' streams are identical (tests/test_resume.py compares a resumed two-process run). A model
-        # that draws a data-dependent number of random values would make them differ; they then all continue from
-        # process 0's, still a fresh point of the stream rather than its start.
-        torch.set_rng_state(states["torch"])
-        kind, keys, pos, has_gauss, gauss = states["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-        random.setstate(states["python"])
-        if torch.cuda.is_available():
-            if world == 1 and states.get("cuda") is not None:
-                torch.cuda.set_rng_state_all(states["cuda"])
-            elif states.get("cuda_current") is not None and self.device.type == "cuda":
-                torch.cuda.set_rng_state(states["cuda_current"], self.device)
+        wanted: list[Callback] = [NonFiniteLossGuard(policy=self.nonfinite), EvalReport()]
+        if self.contrast_health and any(isinstance(t, (MultiScaleContrast, *MEMORY_TERMS)) for t in self.losses):
+            wanted.append(ContrastHealthMonitor())
+        wanted.append(RNGState())  # last: it sets the random streams after the other callbacks' on_train_start
+        # A callback returned here would replace a trainer's callback of its type.
+        return [c for c in wanted if not any(isinstance(have, type(c)) for have in self.trainer.callbacks)]
 
     # ------------------------------------------------------------------ optimisation
 

@@ -140,3 +140,23 @@ def test_sliding_tta_evaluation_groups_and_metric_files(tmp_path) -> None:
     assert 0 <= result["val/mIoU"] <= 1 and "val/mIoU_stuff" in result and "val/loss" not in result
     data = __import__("json").loads((tmp_path / "run" / "version_0" / "val_metrics.json").read_text())
     assert abs(data["mIoU"] - result["val/mIoU"]) < 1e-5 and set(data["group_mIoU"]) == {"stuff", "things", "small"}
+
+
+def test_side_jobs_are_callbacks_added_once_for_a_plain_trainer() -> None:
+    from contrastseg.callbacks import ContrastHealthMonitor, EvalReport, NonFiniteLossGuard, RNGState
+    from contrastseg.losses import MultiScaleContrast
+
+    contrastive = ContrastSegModule(_net(), num_classes=8, losses=[CrossEntropy(), MultiScaleContrast()],
+                                    nonfinite="skip")
+    contrastive.trainer = _trainer(callbacks=[EvalReport()])
+    added = contrastive.configure_callbacks()
+    assert [type(c) for c in added] == [NonFiniteLossGuard, ContrastHealthMonitor, RNGState]  # not the user's kind
+    assert added[0].policy == "skip"
+    module, report = ContrastSegModule(_net(), num_classes=8), EvalReport()
+    trainer = _trainer(fast_dev_run=1, callbacks=[report])
+    data = _data(image_size=(32, 32), num_val=2)
+    trainer.fit(module, datamodule=data)
+    trainer.validate(module, datamodule=data, verbose=False)  # a second run of the same trainer adds nothing
+    kinds = (NonFiniteLossGuard, EvalReport, RNGState)
+    assert [sum(isinstance(c, kind) for c in trainer.callbacks) for kind in kinds] == [1, 1, 1]
+    assert report in trainer.callbacks  # the user's instance, with its options

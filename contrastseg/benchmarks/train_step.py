@@ -23,6 +23,7 @@ import torch
 
 from contrastseg import ContrastSegModule
 from contrastseg.benchmarks._harness import cpu_time_and_memory, timed
+from contrastseg.callbacks import NonFiniteLossGuard
 from contrastseg.losses import CrossEntropy, MultiScaleContrast
 from contrastseg.models import DeepLabV3Head, Encoder, HRNetV2Head, OCRHead, SegmentationModel, UPerNetHead
 
@@ -46,7 +47,8 @@ def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str,
     h, w = int(crop[0] * scale) // 32 * 32, int(crop[1] * scale) // 32 * 32
     net = SegmentationModel(19, encoder=Encoder(enc, output_stride=os_), decoder=dec)
     losses = [CrossEntropy()] + ([MultiScaleContrast(stages=stages)] if contrast else [])
-    module = ContrastSegModule(net, num_classes=19, losses=losses, nonfinite=nonfinite).to(device).train()
+    module = ContrastSegModule(net, num_classes=19, losses=losses).to(device).train()
+    guard = NonFiniteLossGuard(policy=nonfinite)  # what a training run does around the step (the module adds one)
     opt = torch.optim.SGD(module.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(batch, 3, h, w, device=device)
     labels = realistic_labels(batch, h, w, 19, seed=0).to(device)
@@ -56,7 +58,10 @@ def _step_fn(family: str, contrast: bool, scale: float, batch: int, device: str,
 
     def step():
         with torch.autocast(device, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss, _ = module._guarded_loss({"image": images, "mask": labels}, 0)  # as training_step computes it
+            if nonfinite != "ignore":
+                guard.backup(module)
+            loss, logs = module.training_loss(images, labels)
+            guard.check(module, loss, logs, {"image": images}, 0)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
