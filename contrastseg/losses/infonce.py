@@ -30,9 +30,9 @@ from contrastseg.losses.infonce_torch import BLOCK_ELEMENTS, blockwise_infonce, 
 __all__ = ["l2_normalize", "resolve_backend", "supervised_infonce"]
 
 # backend="auto" runs a term on the Triton kernels up to this many similarities (N x M), the PyTorch path above.
-# Measured per term on an H100 (benchmarks/infonce_kernels.py, 256-d): Triton is faster up to 815 x 815 (0.66M,
-# 1.37 against 1.69 ms), PyTorch's cuBLAS products from 1690 x 1690 (2.9M, 2.13 against 2.64 ms) upwards; the
-# kernels run one program per 64 rows, which leaves most of the GPU idle on large sets.
+# Measured per term on an H100 (contrastseg/benchmarks/infonce_kernels.py, 256-d): Triton is faster up to
+# 815 x 815 (0.66M, 1.37 against 1.69 ms), PyTorch's cuBLAS products from 1690 x 1690 (2.9M, 2.13 against 2.64 ms)
+# upwards; the kernels run one program per 64 rows, which leaves most of the GPU idle on large sets.
 TRITON_MAX_SIMILARITIES = 1_500_000
 BACKENDS = ("auto", "triton", "torch")
 

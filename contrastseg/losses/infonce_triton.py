@@ -131,7 +131,7 @@ _CHOSEN: dict[tuple[str, int, bool, int | None], dict[str, int]] = {}
 SPLIT = False
 """Split the column loop of a row tile (and the row loop of a column tile) across programs when a term has too few
 tiles to fill the GPU (a 792-row term has 13 row tiles for an H100's 132 SMs). Tested (values and gradients),
-but not yet timed on a GPU, so off by default: ``benchmarks.infonce_kernels --split`` compares it."""
+but not yet timed on a GPU, so off by default: ``contrastseg.benchmarks.infonce_kernels --split`` compares it."""
 TARGET_PROGRAMS: int | None = None  # programs per launch the split aims at; None: twice the device's SMs
 
 
