@@ -4,12 +4,25 @@ Pissas, Ravasio, Da Cruz, Bergeles, "Multi-scale and Cross-scale Contrastive Lea
 Segmentation", ECCV 2022, as a PyTorch Lightning library.
 """
 
-from contrastseg.errors import ConfigError, ContrastSegError, DataError, NonFiniteLossError
+from importlib import metadata as _metadata
+
+from contrastseg.errors import (
+    AnchorLimitError,
+    CheckpointError,
+    ConfigError,
+    ContrastSegError,
+    DataError,
+    NonFiniteLossError,
+)
 from contrastseg.module import ContrastSegModule
 
-#: The version of this release of contrastseg.
-__version__ = "0.1.0"
+# The one version literal is pyproject.toml's; the installed package metadata carries it.
+try:
+    __version__ = _metadata.version("contrastseg")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
-    "ConfigError", "ContrastSegError", "ContrastSegModule", "DataError", "NonFiniteLossError", "__version__",
+    "AnchorLimitError", "CheckpointError", "ConfigError", "ContrastSegError", "ContrastSegModule",
+    "DataError", "NonFiniteLossError", "__version__",
 ]

@@ -85,7 +85,10 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(nn|np|F)\..*"),  # annotations written with the usual import aliases
     (r"py:.*", r"(Tensor|Module|Figure|Axes|Path|Optimizer|OptimizerCallable|LRSchedulerCallable)"),
     (r"py:class", r"Transform"),  # contrastseg.data.transforms.Transform: any callable(image=, mask=) -> dict
-    (r"py:class", r"(contrastseg\.losses\.sampling\.)?PendingAnchors"),  # internal: made and read by the loss
+    # Internal (in no package's __all__) but named in public signatures and docstrings: the anchors the loss
+    # draws ahead of the forward pass, and the row normalisation behind the InfoNCE's ``normalized`` inputs.
+    (r"py:class", r"(contrastseg\.losses\.(sampling|multiscale)\.)?(PendingAnchors|PresampledAnchors)"),
+    (r"py:func", r"(contrastseg\.losses\.(infonce|infonce_torch)\.)?l2_normalize"),
 ]
 
 html_theme = "furo"

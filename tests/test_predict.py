@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from contrastseg.cli import main
-from contrastseg.data import SYNTHETIC_CLASSES, render_scene
-from contrastseg.data.synthetic import SYNTHETIC_PALETTE
+from contrastseg.data import SYNTHETIC_CLASSES
+from contrastseg.data.synthetic import SYNTHETIC_PALETTE, render_scene
 
 REPO = Path(__file__).resolve().parents[1]
 

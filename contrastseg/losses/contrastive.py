@@ -36,6 +36,10 @@ class Projector(nn.Sequential):
 class MultiScaleContrast(LossTerm):
     """``lambda_ms * L_cms + lambda_cs * L_ccs`` (Eq. 5 without ``L_ce``) on the model's multi-scale features.
 
+    The loss term to put in a config or in :class:`~contrastseg.ContrastSegModule`'s ``losses``: it projects
+    the features and calls the functional core :class:`~contrastseg.losses.MultiScaleContrastiveLoss` (use
+    that one directly in your own training loop, on embeddings you project yourself).
+
     Owns one :class:`Projector` per used stage (built in :meth:`~contrastseg.losses.LossTerm.bind` from the
     model's channels, so it is trained, checkpointed and optimised with the model, and absent from an exported
     model). Logs ``ms_s<stride>`` and ``cs_<a>_<b>`` (strides) for every sub-term, and ``ms`` / ``cs`` for the

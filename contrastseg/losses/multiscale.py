@@ -78,6 +78,10 @@ class PresampledAnchors(NamedTuple):
 class MultiScaleContrastiveLoss(nn.Module):
     """Eq. 3 + Eq. 4: per-scale supervised InfoNCE on balanced anchors, plus cross-scale pairs.
 
+    The functional core on embeddings you project yourself (your own training loop). In a config or with
+    :class:`~contrastseg.ContrastSegModule`, use the loss term :class:`~contrastseg.losses.MultiScaleContrast`
+    instead: it owns the per-stage projectors, calls this loss and applies Eq. 5's lambdas.
+
     Args:
         scale_weights: ``w_s`` per scale, fine to coarse (the paper: 1, 0.7, 0.4, 0.1 for strides 4..32).
         cross_scale_pairs: ``(a, b)`` scale indices; rows are scale ``a``'s anchors, columns scale ``b``'s

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from contrastseg.losses import MultiScaleContrastiveLoss, downsample_labels, multiscale, supervised_infonce
+from contrastseg.losses import MultiScaleContrastiveLoss, multiscale, supervised_infonce
+from contrastseg.losses.multiscale import downsample_labels
 from contrastseg.losses.sampling import gather_pixels, sample_anchor_indices_multiscale
 
 from .reference import balanced_draw_loops

@@ -13,7 +13,8 @@ from lightning import Trainer
 from contrastseg import ContrastSegModule
 from contrastseg.data import SyntheticDataModule
 from contrastseg.errors import ConfigError
-from contrastseg.losses import CrossEntropy, LossContext, RegionContrast, l2_normalize
+from contrastseg.losses import CrossEntropy, LossContext, RegionContrast
+from contrastseg.losses.infonce import l2_normalize
 from contrastseg.losses.pairs import region_embeddings
 from contrastseg.models import Encoder, HRNetV2Head, SegmentationModel, SegOutput
 

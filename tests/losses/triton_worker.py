@@ -81,7 +81,7 @@ def split_ranges() -> None:
 
 def low_precision_rows() -> None:
     """Unit rows given in bfloat16 (``normalized=True``) are computed in float32, as the PyTorch path does."""
-    from contrastseg.losses import l2_normalize
+    from contrastseg.losses.infonce import l2_normalize
 
     g = torch.Generator().manual_seed(2)
     rows = l2_normalize(torch.randn(40, 16, generator=g)).bfloat16()
