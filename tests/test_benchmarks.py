@@ -1,5 +1,7 @@
 """The benchmark scripts still run (tiny shapes, one repeat); their numbers are not checked here."""
 
+import torch
+
 from contrastseg.benchmarks import contrastive_loss, train_step
 
 
@@ -15,6 +17,21 @@ def test_contrastive_loss_benchmark_runs() -> None:
 def test_train_step_benchmark_runs() -> None:
     seconds, _, size = train_step._measure("UPerNet-Swin-T", True, 0.125, 2, "cpu", 1, "bf16")  # PPM BN needs 2 images
     assert seconds > 0 and size == (64, 64)
+
+
+def test_data_pipelines_yield_the_same_kind_of_items(tmp_path) -> None:
+    from contrastseg.benchmarks import data_pipeline as dp
+    from contrastseg.data import PaperTrainTransform, PascalContextDataset
+
+    dp.fake_pascal_context(tmp_path, 2)
+    ours = PascalContextDataset(tmp_path, "train", PaperTrainTransform((64, 96)))
+    albumentations = dp.AlbumentationsPipeline(ours, (64, 96))
+    for dataset in (ours, albumentations, dp.TorchvisionPipeline(ours.pairs, ours.lut, (64, 96))):
+        item = dataset[0]
+        assert item["image"].shape == (3, 64, 96) and item["image"].dtype == torch.float32
+        assert item["mask"].shape == (64, 96) and item["mask"].dtype == torch.int64
+        assert -3 < item["image"].mean() < 3 and set(item["mask"].unique().tolist()) <= set(range(59)) | {255}
+    assert dp.rate(albumentations, 0, 2) > 0
 
 
 def test_camvid_comparison_is_a_preset_of_contrastseg_compare() -> None:

@@ -1,16 +1,20 @@
-"""Training samples per second of the data modules' full augmentation pipelines, against torchvision.
+"""Training samples per second of the data modules' full augmentation pipelines, against albumentations alone and
+against torchvision.
 
     python -m contrastseg.benchmarks.data_pipeline [--camvid /data/camvid] [--items 64]    # CamVid in SegNet's layout
 
 Pipelines: our datasets (OpenCV decoding, lookup-table label mapping, ``PaperTrainTransform``: random scale with
-aspect jitter, pad, class-ratio crop, flip, colour jitter, normalisation) versus a plain torchvision
-``transforms.v2`` pipeline doing the same work on PIL-decoded images (scale, pad + crop, flip, colour jitter,
-normalisation; its crop is not class-ratio aware, so it does slightly less). Images: real CamVid (480x360) and
+aspect jitter, pad, class-ratio crop, flip, colour jitter, normalisation) versus the same decoding and label
+mapping followed by albumentations' own transforms alone (``RandomScale`` without aspect jitter, ``PadIfNeeded``,
+``RandomCrop``, ``HorizontalFlip``, ``ColorJitter``, ``Normalize``, ``ToTensorV2``: our pipeline less our two
+transforms) and versus a plain torchvision ``transforms.v2`` pipeline doing the same work on PIL-decoded images
+(scale, pad + crop, flip, colour jitter, normalisation). Neither baseline's crop is class-ratio aware, so they do
+slightly less. Images: real CamVid (480x360) and
 generated frames at each other dataset's native size and format in its official layout (Cityscapes 2048x1024 PNG,
 ADE20K ~683x512 JPEG, Pascal-Context 500x375 JPEG, CaDIS 960x540 PNG; a temporary folder, 24 frames each, read
 in as many shuffled passes as the sample count needs), with the crop of the dataset's ``experiments/`` base; 0 and 2
 loader workers. A measurement times exactly ``--items`` samples after one untimed sample that absorbs the loader's
-start-up; each row is the median of ``--repeats`` measurements, the two pipelines taking turns.
+start-up; each row is the median of ``--repeats`` measurements, the three pipelines taking turns.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ import time
 from functools import partial
 from pathlib import Path
 
+import albumentations as A
 import cv2
 import numpy as np
 import torch
+from albumentations.pytorch import ToTensorV2
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import tv_tensors
@@ -41,6 +47,34 @@ from contrastseg.data import (
     PascalContextDataset,
 )
 from contrastseg.data.cadis import VIDEO_SPLITS
+from contrastseg.data.transforms import _PAD_FILL, IMAGENET_MEAN, IMAGENET_STD
+
+
+class AlbumentationsPipeline(Dataset):
+    """The albumentations-only baseline: our decoding and label mapping (``dataset.load``), then albumentations'
+    transforms alone (no aspect jitter, no class-ratio crop) up to the normalised tensors."""
+
+    def __init__(self, dataset, crop):
+        self.dataset = dataset
+        self.transform = A.Compose([
+            A.RandomScale(scale_limit=(-0.5, 1.0), interpolation=cv2.INTER_LINEAR,
+                          mask_interpolation=cv2.INTER_NEAREST_EXACT, p=1.0),
+            A.PadIfNeeded(*crop, position="top_left", border_mode=cv2.BORDER_CONSTANT,
+                          **dict(zip(_PAD_FILL, (0, 255)))),
+            A.RandomCrop(*crop),
+            A.HorizontalFlip(),
+            A.ColorJitter(brightness=(2 / 3, 1.5), contrast=(2 / 3, 1.5), saturation=(2 / 3, 1.5), hue=0.05, p=1.0),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            ToTensorV2(),
+        ])
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        image, mask = self.dataset.load(i)
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"].long()}
 
 
 class TorchvisionPipeline(Dataset):
@@ -151,8 +185,10 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, OpenCV {cv2.__version__}; samples/s, batch 1, median of {args.repeats} x "
           f"{args.items} samples per row")
-    print("| dataset | image size | crop | workers | contrastseg | torchvision v2 | ratio |")
-    print("|---|---|---|---:|---:|---:|---:|")
+    print(f"albumentations {A.__version__}")
+    print("| dataset | image size | crop | workers | contrastseg | albumentations | torchvision v2 | "
+          "vs albumentations | vs torchvision |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         cases = []
         if Path(args.camvid, "train").is_dir() and (not args.datasets or "CamVid" in args.datasets):
@@ -171,13 +207,12 @@ def main() -> None:
             cases.append((name, cls, str(root), crop, size))
         for name, cls, root, crop, size in cases:
             ours = cls(root, "train", PaperTrainTransform(crop))
-            baseline = TorchvisionPipeline(ours.pairs, ours.lut, crop)
+            pipelines = (ours, AlbumentationsPipeline(ours, crop), TorchvisionPipeline(ours.pairs, ours.lut, crop))
             for workers in (0, 2):
-                runs = [(rate(ours, workers, args.items), rate(baseline, workers, args.items))
-                        for _ in range(args.repeats)]
-                a, b = (statistics.median(column) for column in zip(*runs))
-                print(f"| {name} | {size} | {crop[0]}x{crop[1]} | {workers} | {a:.1f} | {b:.1f} | {a / b:.2f} |",
-                      flush=True)
+                runs = [[rate(p, workers, args.items) for p in pipelines] for _ in range(args.repeats)]
+                a, b, c = (statistics.median(column) for column in zip(*runs))
+                print(f"| {name} | {size} | {crop[0]}x{crop[1]} | {workers} | {a:.1f} | {b:.1f} | {c:.1f} | "
+                      f"{a / b:.2f} | {a / c:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
