@@ -8,9 +8,7 @@ and take the newest checkpoint whose run has this run's resolved config (see :mo
 
 from __future__ import annotations
 
-import csv
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from contrastseg._compat import keep_csv_metrics
 from contrastseg.errors import ConfigError
 from contrastseg.evaluation.collect import saved_logger_name
 from contrastseg.runs import BOOKKEEPING, config_differences, last_checkpoints, runs_folder, version_folder
@@ -151,12 +150,5 @@ def reopen_logger(trainer: Trainer, init_args: Namespace, version: str | int) ->
     """
     logger = type(trainer.loggers[0])(**{**init_args.as_dict(), "version": version})  # W&B: version is the run id
     trainer.loggers = [logger, *trainer.loggers[1:]]
-    metrics = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
-    if rank_zero_only.rank == 0 and metrics is not None and metrics.is_file():
-        # Lightning's CSV writer deletes an existing metrics.csv when it opens the folder: keep the rows and append.
-        text = metrics.read_text()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Experiment logs directory")
-            writer = logger.experiment
-        metrics.write_text(text)
-        writer.metrics_keys = next(csv.reader(text.splitlines()[:1]), [])
+    if rank_zero_only.rank == 0 and isinstance(logger, CSVLogger):
+        keep_csv_metrics(logger)  # the kept metrics.csv is appended to, not replaced

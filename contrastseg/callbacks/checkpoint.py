@@ -15,6 +15,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from contrastseg._compat import checkpoint_saves_on_exception, checkpoint_skips_saving, save_last_checkpoint
 from contrastseg.errors import CheckpointError, ConfigError
 
 __all__ = ["AtomicCheckpointIO", "LastCheckpoint", "check_checkpoint"]
@@ -145,15 +146,15 @@ class LastCheckpoint(ModelCheckpoint):
         # Saved here (after the epoch's validation, before Lightning marks the epoch completed) rather than only in
         # on_train_end: Lightning resumes a checkpoint written after the epoch was marked completed one epoch
         # too far (its current_epoch, and so the shuffling, would differ from an uninterrupted run's).
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not checkpoint_skips_saving(self, trainer):
+            save_last_checkpoint(self, trainer)
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         # ModelCheckpoint saves here only if no last.ckpt was written yet; the periodic one may be stale.
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if not checkpoint_skips_saving(self, trainer):
+            save_last_checkpoint(self, trainer)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         # ModelCheckpoint would also write an "epoch=..-step=.." copy; the fresh last.ckpt is all a resume needs.
-        if self._should_save_on_exception(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if checkpoint_saves_on_exception(self, trainer):
+            save_last_checkpoint(self, trainer)

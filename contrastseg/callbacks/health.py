@@ -283,7 +283,8 @@ class ContrastHealthMonitor(Callback):
 
 def _memories(term: Any) -> dict[str, ClassMemory]:
     """The term's memories by attribute name (``pixel_memory``, ...): empty for a term without one."""
-    return {name: m for name, m in vars(term).get("_modules", {}).items() if isinstance(m, ClassMemory)}
+    children = term.named_children() if isinstance(term, torch.nn.Module) else ()
+    return {name: m for name, m in children if isinstance(m, ClassMemory)}
 
 
 def _tags(term: MultiScaleContrast, prefix: bool) -> list[str]:

@@ -13,6 +13,7 @@ from lightning import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from contrastseg._compat import batches_processed
 from contrastseg.data.resumable import ResumableSampler, SeededItems, files_being_read, reading_table
 from contrastseg.errors import ConfigError, DataError
 
@@ -205,7 +206,7 @@ class SegmentationDataModule(LightningDataModule):
             return {}
         # The sampler's epoch is the one whose data the batch counter refers to (trainer.current_epoch already
         # moves on when an epoch ends); the counter holds the batches whose optimisation step has run.
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = batches_processed(trainer)
         return {"epoch": sampler.epoch, "items_done": int(done) * self.batch_size, "batch_size": self.batch_size,
                 "world_size": int(trainer.world_size)}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from segmentation_models_pytorch.decoders.deeplabv3.decoder import DeepLabV3Decoder
 from torch import Tensor, nn
 
+from contrastseg._compat import aspp_decoder
 from contrastseg.models.layers import DecoderOutput, FCNHead
 
 __all__ = ["DeepLabV3Head"]
@@ -31,8 +31,7 @@ class DeepLabV3Head(nn.Module):
         aux_channels: int = 256,
     ) -> None:
         super().__init__()
-        self.aspp = DeepLabV3Decoder(in_channels[-1], channels, tuple(atrous_rates), aspp_separable=False,
-                                     aspp_dropout=dropout)
+        self.aspp = aspp_decoder(in_channels[-1], channels, atrous_rates, dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
         self.aux_index = aux_index
         self.aux = None if aux_index is None else FCNHead(in_channels[aux_index], num_classes, channels=aux_channels)

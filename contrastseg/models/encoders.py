@@ -10,7 +10,6 @@ from __future__ import annotations
 import pickle
 import re
 import socket
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
-from timm.models import adapt_input_conv, get_pretrained_cfg, model_entrypoint
+from timm.models import adapt_input_conv, get_pretrained_cfg
 from torch import Tensor, nn
 
+from contrastseg._compat import timm_checkpoint_filter
 from contrastseg.errors import ConfigError
 
 __all__ = ["ENCODERS", "Encoder", "EncoderSpec", "list_encoders"]
@@ -241,8 +241,7 @@ def _load_checkpoint(
     with torch.device("meta"):  # names, shapes and window sizes only: no memory, no initialisation
         full = timm.create_model(timm_name, in_chans=in_chans,
                                  **{k: v for k, v in kwargs.items() if k not in _FEATURES_ONLY_KWARGS})
-    # timm's convention: the filter a family's _create_* passes to build_model_with_cfg is its checkpoint_filter_fn.
-    filter_fn = getattr(sys.modules[model_entrypoint(timm_name).__module__], "checkpoint_filter_fn", None)
+    filter_fn = timm_checkpoint_filter(timm_name)
     state, filter_error = dict(state), ""
     if filter_fn is not None:
         try:
