@@ -13,10 +13,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "contrastseg"
 
 
-def _modules() -> dict[str, Path]:
+def _modules(package: Path) -> dict[str, Path]:
     modules = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package.parent).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
         modules[".".join(parts)] = path
@@ -28,9 +28,9 @@ def _ancestors(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-def import_graph() -> dict[str, dict[str, int]]:
-    """Module name -> {imported contrastseg module: line of the first statement that imports it}."""
-    modules = _modules()
+def import_graph(package: Path = PACKAGE) -> dict[str, dict[str, int]]:
+    """Module name -> {imported module of ``package``: line of the first statement that imports it}."""
+    modules = _modules(package)
     graph: dict[str, dict[str, int]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -81,10 +81,26 @@ def find_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
     return None
 
 
-def test_the_graph_sees_module_and_function_level_imports() -> None:
-    graph = import_graph()
-    assert "contrastseg.errors" in graph["contrastseg.module"]
-    assert "contrastseg.cli" in graph["contrastseg.data.check"]  # imported inside a function
+def test_the_graph_sees_every_kind_of_import(tmp_path) -> None:
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "a.py": "from typing import TYPE_CHECKING\nfrom . import b\nif TYPE_CHECKING:\n    from pkg.c import C\n",
+        "b.py": "def f():\n    import pkg.sub.d\n",
+        "c.py": "from pkg.sub import E\n",
+        "sub/__init__.py": "from .d import E\n",
+        "sub/d.py": "import pkg.a\nE = 1\n",
+    }
+    for name, text in files.items():
+        (package / name).write_text(text)
+    graph = import_graph(package)
+    assert graph["pkg.a"] == {"pkg.b": 2, "pkg.c": 4}  # module level and under TYPE_CHECKING
+    assert graph["pkg.b"] == {"pkg.sub": 2, "pkg.sub.d": 2}  # in a function, and the __init__ it runs
+    assert graph["pkg.c"] == {"pkg.sub": 1}
+    assert graph["pkg.sub"] == {"pkg.sub.d": 1}  # its own package's __init__ is not an edge
+    assert graph["pkg.sub.d"] == {"pkg.a": 1}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.sub", "pkg.sub.d", "pkg.a"]
     assert find_cycle({"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b": 1}, "b": {}}) is None
 
