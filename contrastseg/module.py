@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from contrastseg._compat import ddp_ignore_buffers
+from contrastseg._compat import attached_trainer, ddp_ignore_buffers, given_hyperparameters
 from contrastseg.errors import ConfigError, DataError
 from contrastseg.evaluation.inference import EvalConfig, infer
 from contrastseg.evaluation.metrics import group_miou, scores_from_confusion
@@ -35,9 +35,7 @@ def _hparams_ignore(**objects: Any) -> list[str]:
     re-instantiates, so everything is kept. In plain Python, model and loss *instances* are not hyperparameters:
     their weights are in the state dict.
     """
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-    if _given_hyperparameters.get() is not None:
+    if given_hyperparameters() is not None:
         return []
     return [k for k, v in objects.items() if v is not None]
 
@@ -211,7 +209,7 @@ class ContrastSegModule(LightningModule):
         the training step asks it."""
         from contrastseg.callbacks.non_finite import NonFiniteLossGuard
 
-        if self._trainer is None:
+        if attached_trainer(self) is None:
             return None
         return next((c for c in self.trainer.callbacks if isinstance(c, NonFiniteLossGuard)), None)
 

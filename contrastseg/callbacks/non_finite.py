@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from contrastseg._compat import foreach_copy_
 from contrastseg.errors import NonFiniteLossError
 from contrastseg.losses.memory import ClassMemory
 
@@ -68,12 +69,12 @@ class NonFiniteLossGuard(Callback):
         if self._backup is None:
             self._backup = [b.detach().clone() for b in buffers]
         elif buffers:
-            torch._foreach_copy_(self._backup, buffers)
+            foreach_copy_(self._backup, buffers)
 
     def _restore(self, module: nn.Module) -> None:
         if self._backup:
             with torch.no_grad():
-                torch._foreach_copy_(self._state_buffers(module), self._backup)
+                foreach_copy_(self._state_buffers(module), self._backup)
 
     def check(self, module: LightningModule, loss: Tensor, logs: dict[str, Tensor], batch: dict[str, Any],
               batch_idx: int) -> bool:
