@@ -16,20 +16,15 @@ from typing import Any
 from jsonargparse import DefaultHelpFormatter
 from lightning import Trainer
 
+from contrastseg.commands import commands_help
+
 __all__ = ["DESCRIPTION", "EPILOG", "ContrastSegTrainer", "ShortHelpFormatter"]
 
 DESCRIPTION = """contrastseg: semantic segmentation with supervised multi-scale and cross-scale contrastive
 learning (Pissas et al., ECCV 2022). Configs are YAML files given with --config (merged in order; 'extends:' in a
 file applies its base files first); --KEY VALUE overrides one value. 'contrastseg COMMAND --help' lists options."""
 
-EPILOG = """more commands:
-  check-data DATASET ROOT   check a dataset's files and labels before a long run
-  collect RUNS...           finished runs -> the paper's ablation table (mean +- std over seeds)
-  compare --config A.yaml --config-b B.yaml --seeds S ...
-                            train two configs over seeds, compare at equal epochs and equal time
-  predict-folder CKPT IMAGES OUTPUT
-                            label, colour and overlay files for a folder of images
-                            (also spelled: predict CKPT IMAGES OUTPUT)"""
+EPILOG = commands_help()
 
 _SUMMARIES = {
     "fit": "Train a model (--ckpt_path last resumes the newest run trained with the same config).",

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from contrastseg.cli import expand_configs, main
+from contrastseg.cli import main
+from contrastseg.cli_config import config_chain
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / "experiments").glob("*.yaml") if not p.name.startswith("_"))  # sweeps/ are W&B files
@@ -31,15 +32,19 @@ def test_every_experiment_parses(config: Path, capsys) -> None:
     assert "extends" not in resolved
 
 
-def test_extends_chain_and_later_files_win(tmp_path: Path) -> None:
-    (tmp_path / "base.yaml").write_text("trainer: {max_epochs: 3}\nmodel: {scheduler_interval: epoch}\n")
+def test_extends_chain_and_later_files_win(tmp_path: Path, capsys) -> None:
+    (tmp_path / "base.yaml").write_text("trainer: {max_epochs: 3, max_steps: 7}\nmodel: {scheduler_interval: epoch}\n")
     (tmp_path / "mid.yaml").write_text("extends: base.yaml\ntrainer: {max_epochs: 5}\n")
     (tmp_path / "top.yaml").write_text("extends: [mid.yaml]\n")
-    args = expand_configs(["fit", "--config", str(tmp_path / "top.yaml"), "--trainer.max_epochs=9"])
-    assert args[0] == "fit" and args[-1] == "--trainer.max_epochs=9"
-    configs = [args[i + 1] for i, a in enumerate(args) if a == "--config"]
-    assert configs[0].endswith("base.yaml") and yaml.safe_load(configs[1]) == {"trainer": {"max_epochs": 5}}
-    assert len(configs) == 2  # top.yaml holds nothing but 'extends'
+    chain = config_chain(tmp_path / "top.yaml")
+    assert chain[0][0].endswith("base.yaml") and yaml.safe_load(chain[1][0]) == {"trainer": {"max_epochs": 5}}
+    assert len(chain) == 2  # top.yaml holds nothing but 'extends'
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "experiments" / "quickstart.yaml"), "--config", str(tmp_path / "top.yaml"),
+              "--trainer.max_epochs=9", "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["trainer"]["max_epochs"] == 9 and resolved["trainer"]["max_steps"] == 7
+    assert resolved["model"]["scheduler_interval"] == "epoch"
 
 
 def test_extends_cycle_and_missing_file(tmp_path: Path, capsys) -> None:

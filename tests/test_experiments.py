@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
-from contrastseg.cli import _merge, expand_configs, main
+from contrastseg.cli import main
+from contrastseg.cli_config import read_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p for folder in ("", "ablations", "study") for p in (REPO / "experiments" / folder).glob("*.yaml")
@@ -15,10 +15,7 @@ TINY = {"hrnet_w48": "hrnet_w18_small", "resnet101d": "resnet18", "resnet101": "
 
 
 def _resolved(config: Path) -> dict:
-    merged: dict = {}
-    for arg in expand_configs(["--config", str(config)])[1::2]:
-        _merge(merged, yaml.safe_load(Path(arg).read_text() if arg.endswith(".yaml") else arg))
-    return merged
+    return read_config([config])
 
 
 # UPerNet configs take several seconds a step even with a tiny encoder: two of them (Swin, ResNet) run by default,

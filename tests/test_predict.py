@@ -20,21 +20,29 @@ def checkpoint(tmp_path_factory) -> Path:
     return next(root.rglob("last.ckpt"))
 
 
-@pytest.mark.parametrize("command", ["predict-folder", "predict"])  # `predict CKPT IMAGES OUT` is the same command
-def test_predict_folder_writes_colour_masks_and_overlays(checkpoint: Path, tmp_path: Path, command: str) -> None:
+def test_predict_folder_writes_colour_masks_and_overlays(checkpoint: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     images.mkdir()
     for i, size in enumerate([(96, 128), (70, 90)]):  # any size
         image, _ = render_scene(np.random.default_rng(i), *size)
         cv2.imwrite(str(images / f"scene{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     with pytest.raises(SystemExit) as exit_info:
-        main([command, str(checkpoint), str(images), str(tmp_path / "out"), "--overlay"])
+        main(["predict-folder", str(checkpoint), str(images), str(tmp_path / "out"), "--overlay"])
     assert exit_info.value.code == 0
     labels = cv2.imread(str(tmp_path / "out/scene1_labels.png"), cv2.IMREAD_UNCHANGED)
     colour = cv2.cvtColor(cv2.imread(str(tmp_path / "out/scene1_color.png")), cv2.COLOR_BGR2RGB)
     assert labels.shape == (70, 90) and labels.max() < len(SYNTHETIC_CLASSES)
     np.testing.assert_array_equal(colour, np.asarray(SYNTHETIC_PALETTE, np.uint8)[labels])  # the dataset's palette
     assert (tmp_path / "out/scene0_overlay.jpg").is_file()
+
+
+def test_predict_is_lightnings_command_only(tmp_path: Path, capsys) -> None:
+    """`predict CKPT IMAGES OUT` is not the folder predictor: `predict` is Lightning's, over the data module."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path / "last.ckpt"), str(tmp_path / "images"), str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "unrecognized arguments" in err and "contrastseg predict --help" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_predict_folder_errors(checkpoint: Path, tmp_path: Path, capsys) -> None:

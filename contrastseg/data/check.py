@@ -186,13 +186,9 @@ def check_config(configs: Sequence[str], *, splits: Sequence[str] | None = None,
     Raises:
         ConfigError: the data section names no dataset on disk, or lacks ``root`` or ``num_classes``.
     """
-    from contrastseg.cli import _merge, _resolve_extends
+    from contrastseg.cli_config import read_config
 
-    merged: dict[str, Any] = {}
-    for config in configs:
-        for part in _resolve_extends(Path(config).resolve()):  # a file, or YAML text (a file without 'extends')
-            _merge(merged, yaml.safe_load(Path(part).read_text() if part.endswith((".yaml", ".yml")) else part) or {})
-    data = merged.get("data")
+    data = read_config(configs).get("data")
     if not isinstance(data, dict) or not data.get("class_path"):
         raise ConfigError(f"{', '.join(configs)}: no data.class_path to check")
     cls = _data_class(str(data["class_path"]))
