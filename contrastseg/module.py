@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from lightning import Callback, LightningModule
@@ -13,17 +13,19 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from contrastseg._compat import attached_trainer, ddp_ignore_buffers, given_hyperparameters
+from contrastseg.callbacks.eval_report import EvalReport
+from contrastseg.callbacks.health import MEMORY_TERMS, ContrastHealthMonitor
+from contrastseg.callbacks.non_finite import NonFiniteLossGuard
+from contrastseg.callbacks.rng_state import RNGState
 from contrastseg.errors import ConfigError, DataError
 from contrastseg.evaluation.inference import EvalConfig, infer
 from contrastseg.evaluation.metrics import group_miou, scores_from_confusion
 from contrastseg.losses.base import LossContext, LossTerm, TermOutput
+from contrastseg.losses.contrastive import MultiScaleContrast
 from contrastseg.losses.cross_entropy import CrossEntropy
 from contrastseg.losses.memory import ClassMemory
 from contrastseg.models.segmentation import SegmentationNet, SegOutput, predict_classes
 from contrastseg.optim import PolyLR
-
-if TYPE_CHECKING:
-    from contrastseg.callbacks.non_finite import NonFiniteLossGuard
 
 __all__ = ["ContrastSegModule"]
 
@@ -207,8 +209,6 @@ class ContrastSegModule(LightningModule):
     def _nonfinite_guard(self) -> NonFiniteLossGuard | None:
         """The trainer's :class:`~contrastseg.callbacks.NonFiniteLossGuard`: a callback cannot skip a batch, so
         the training step asks it."""
-        from contrastseg.callbacks.non_finite import NonFiniteLossGuard
-
         if attached_trainer(self) is None:
             return None
         return next((c for c in self.trainer.callbacks if isinstance(c, NonFiniteLossGuard)), None)
@@ -320,12 +320,6 @@ class ContrastSegModule(LightningModule):
         :class:`~contrastseg.callbacks.EvalReport`, a :class:`~contrastseg.callbacks.ContrastHealthMonitor` for
         runs with a contrastive term (see ``contrast_health``) and an :class:`~contrastseg.callbacks.RNGState`.
         A kind the trainer has already is not added: the user's instance keeps its options."""
-        from contrastseg.callbacks.eval_report import EvalReport
-        from contrastseg.callbacks.health import MEMORY_TERMS, ContrastHealthMonitor
-        from contrastseg.callbacks.non_finite import NonFiniteLossGuard
-        from contrastseg.callbacks.rng_state import RNGState
-        from contrastseg.losses.contrastive import MultiScaleContrast
-
         wanted: list[Callback] = [NonFiniteLossGuard(policy=self.nonfinite), EvalReport()]
         if self.contrast_health and any(isinstance(t, (MultiScaleContrast, *MEMORY_TERMS)) for t in self.losses):
             wanted.append(ContrastHealthMonitor())
