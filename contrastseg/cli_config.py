@@ -119,8 +119,11 @@ def start_new_classes(cfg: Namespace, content: object, keys: tuple[str, ...] = (
         new = value.get("class_path") if isinstance(value, dict) else value
         if (isinstance(node, Namespace) and node.get("class_path") and isinstance(new, str)
                 and not _same_class(node["class_path"], new) and node.get("init_args") is not None):
-            kept = KEPT_ACROSS_CLASSES.get(path, ())
-            node["init_args"] = Namespace({k: v for k, v in node["init_args"].items() if k in kept})
+            kept = {k: v for k, v in node["init_args"].items() if k in KEPT_ACROSS_CLASSES.get(path, ())}
+            if kept:
+                node["init_args"] = Namespace(kept)
+            else:
+                del node["init_args"]
         start_new_classes(cfg, value, path)
 
 
