@@ -69,6 +69,7 @@ class ContrastSegParser(LightningArgumentParser):
     def parse_args(self, args: Sequence[str] | None = None, namespace: Namespace | None = None,
                    **kwargs: Any) -> Namespace:
         args = list(sys.argv[1:] if args is None else args)
+        _check_term_options_follow_configs(args)
         for i, arg in enumerate(args):
             found = _class_value(arg)
             # under a class-typed option (--model.optimizer, --model.net.init_args.decoder): jsonargparse gives each
@@ -93,11 +94,25 @@ class ContrastSegParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
+def _check_term_options_follow_configs(args: Sequence[str]) -> None:
+    """A ``--<term>.<option>`` edits ``model.losses`` as the arguments before it set it, so a later ``--config``
+    that sets ``model.losses`` would drop the edit without a word: refuse a shorthand before any ``--config``."""
+    configs = [i for i, arg in enumerate(args) if arg.split("=", 1)[0] in ("--config", "-c")]
+    for i, arg in enumerate(args):
+        name = arg[2:].split(".", 1)[0] if arg.startswith("--") and "." in arg else None
+        if name in TermOption.names and configs and configs[-1] > i:
+            config = args[configs[-1]].partition("=")[2] or (args[configs[-1] + 1] if configs[-1] + 1 < len(args)
+                                                              else "")
+            raise ConfigError(f"{arg.split('=', 1)[0]} comes before --config {config}, which may set model.losses "
+                              f"again: give --{name}.* options after every --config")
+
+
 class TermOption(argparse.Action):
     """``--<term>.<option>=VALUE``: one option of the loss term named ``<term>`` in ``model.losses`` as parsed so
     far (jsonargparse cannot address one element of a list from the command line; sweeps need exactly that)."""
 
     default_names: dict[str, str] = {}  # class name -> the name of a term whose config sets none (add_term_options)
+    names: set[str] = set()  # the shorthands' prefixes (``contrast``, ``ce``)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**{**kwargs, "default": argparse.SUPPRESS, "help": argparse.SUPPRESS})
@@ -126,6 +141,7 @@ def add_term_options(parser: LightningArgumentParser, terms: dict[str, type]) ->
     group = parser.add_argument_group("loss-term shorthands", "\n".join(
         f"{f'--{name}.OPTION VALUE':<26}one option of the {cls.__name__} term of model.losses"
         for name, cls in terms.items()))
+    TermOption.names |= set(terms)
     for name, cls in terms.items():
         parameters = inspect.signature(cls).parameters
         default = parameters["name"].default if "name" in parameters else name

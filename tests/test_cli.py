@@ -135,6 +135,18 @@ def test_broken_yaml_in_a_term_shorthand_is_named(capsys) -> None:
     assert err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("flag", ["--config", "-c"])
+def test_a_term_shorthand_before_a_config_is_refused(capsys, flag: str) -> None:
+    """A later config may set model.losses again and drop the shorthand's edit: a one-line error instead."""
+    config = str(REPO / "experiments/quickstart_contrastive.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--contrast.temperature=0.2", flag, config, "--print_config"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"contrastseg: error: --contrast.temperature comes before --config {config}"), err
+    assert err.count("\n") == 1, err
+
+
 def test_missing_data_root_is_one_line_error(tmp_path: Path) -> None:
     err = _one_line_error(*QUICK, "--data=contrastseg.data.FolderDataModule",
                           f"--data.root={tmp_path / 'nowhere'}", "--data.num_classes=3")
