@@ -48,7 +48,7 @@ class ContrastSegModule(LightningModule):
     The objective is ``sum(term.weight * term(output, mask))``; every term is logged as ``train/loss_<name>``
     (and its sub-terms as ``train/loss_<key>``). Validation and test accumulate one confusion matrix over the
     whole split (ignore pixels skipped) and log ``val/mIoU``, ``val/acc`` and ``val/IoU_<class name>``; the scores
-    stay in :attr:`last_scores`.
+    stay in ``last_scores``.
 
     Every trainer the module runs in gets its side jobs as callbacks (see :meth:`configure_callbacks`): the
     non-finite loss policy (:class:`~contrastseg.callbacks.NonFiniteLossGuard`), the per-class report

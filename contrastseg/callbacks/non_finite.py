@@ -35,7 +35,7 @@ class NonFiniteLossGuard(Callback):
     Args:
         policy: ``"raise"`` stops the run with :class:`~contrastseg.errors.NonFiniteLossError` naming the step,
             the terms and the batch's files (``LastCheckpoint`` then saves the intact weights); ``"skip"`` skips
-            the batch on every process with a warning (counted in :attr:`skipped_batches` and logged as
+            the batch on every process with a warning (counted in ``skipped_batches`` and logged as
             ``train/skipped_batches``); ``"ignore"`` does not check (one host synchronisation per step less).
     """
 
