@@ -1,5 +1,6 @@
 """The benchmark scripts still run (tiny shapes, one repeat); their numbers are not checked here."""
 
+import pytest
 import torch
 
 from contrastseg.benchmarks import contrastive_loss, train_step
@@ -105,6 +106,7 @@ def _allocate_mib(mib, repeats, threads=None):
     return seconds, peak, torch.get_num_threads()
 
 
+@pytest.mark.slow  # two fresh processes, about 25 s: keeps the default suite under 8 minutes
 def test_cpu_memory_is_the_steps_own() -> None:
     """Freed memory returns to the system in the memory process, so every repeat's peak is the step's 40 MiB
     (glibc's reuse would hide part of it); options reach the child processes."""
